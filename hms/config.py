@@ -1,0 +1,63 @@
+"""Composing and validating the Hydra config tree in `conf/`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+CHOICES = {
+    "trainer.precision": ("auto", "float32", "mixed_float16", "mixed_bfloat16"),
+    "trainer.strategy": ("auto", "mirrored", "default"),
+    "trainer.lr_scaling": ("linear", "none"),
+    "input.mix": ("both", "kaggle", "eeg"),
+    "data.sampling": ("fixed", "random"),
+    "data.bad_files": ("fail", "skip"),
+    "backbone.source": ("efficientnet", "keras"),
+    "schedule.name": ("step", "cosine"),
+}
+
+
+class ConfigError(ValueError):
+    """A config key holds a value hms cannot use."""
+
+
+def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """The config `python -m hms.train OVERRIDES` would run, composed with Hydra and validated."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=list(overrides))
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError naming the first key whose value is unusable."""
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
+    if OmegaConf.is_missing(cfg.data, "root"):
+        raise ConfigError(f"data.root is required for data={cfg.data.name}: the folder holding train.csv")
+    tile = list(cfg.input.tile)
+    if len(tile) != 2 or any(not isinstance(t, int) or t < 8 or t % 8 for t in tile):
+        raise ConfigError(f"input.tile={tile} must be [height, width], multiples of 8")
+    for key in ("trainer.epochs", "trainer.batch_size", "cv.folds"):
+        value = OmegaConf.select(cfg, key)
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{key}={value!r} must be a positive integer")
+    if cfg.cv.folds < 2:
+        raise ConfigError(f"cv.folds={cfg.cv.folds} must be at least 2")
+    if cfg.cv.only is not None and any(f not in range(cfg.cv.folds) for f in cfg.cv.only):
+        raise ConfigError(f"cv.only={list(cfg.cv.only)} names folds outside 0..{cfg.cv.folds - 1}")
+    if cfg.schedule.name == "step":
+        steps = [list(s) for s in cfg.schedule.steps]
+        if not steps or any(len(s) != 2 for s in steps) or steps[0][0] != 0 or steps != sorted(steps):
+            raise ConfigError(f"schedule.steps={steps} must be [epoch, lr] pairs sorted by epoch, starting at epoch 0")
+    weights = cfg.backbone.weights
+    if weights not in (None, "imagenet") and not Path(weights).is_file():
+        raise ConfigError(f"backbone.weights={weights!r}: no such file (use null, imagenet, or a local weights file)")

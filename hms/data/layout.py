@@ -1,0 +1,106 @@
+"""Reading files of Kaggle's HMS layout, with errors that name the file and what is wrong with it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from ..constants import EEG_COLUMNS, SPEC_COLUMNS, TEST_COLUMNS, TRAIN_COLUMNS
+
+
+class DataError(ValueError):
+    """A file of the dataset is missing, unreadable or not in Kaggle's layout."""
+
+
+def eeg_path(root, eeg_id, split: str = "train") -> Path:
+    """Where Kaggle keeps the EEG of `eeg_id` for `split` (train or test)."""
+    return Path(root) / f"{split}_eegs" / f"{int(eeg_id)}.parquet"
+
+
+def spectrogram_path(root, spectrogram_id, split: str = "train") -> Path:
+    """Where Kaggle keeps the spectrogram `spectrogram_id` for `split` (train or test)."""
+    return Path(root) / f"{split}_spectrograms" / f"{int(spectrogram_id)}.parquet"
+
+
+def _check_columns(path, found, expected) -> None:
+    found = list(found)
+    missing = [c for c in expected if c not in found]
+    extra = [c for c in found if c not in expected]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing column(s) {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        if extra:
+            parts.append(f"unexpected column(s) {extra[:5]}{' ...' if len(extra) > 5 else ''}")
+        raise DataError(f"{path}: {'; '.join(parts)}")
+    if found != list(expected):
+        raise DataError(f"{path}: columns are not in Kaggle's order")
+
+
+def read_table_csv(path, columns) -> pd.DataFrame:
+    """Read a CSV of the layout and check it has exactly `columns`, in order."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        frame = pd.read_csv(path)
+    except Exception as error:  # pandas raises many kinds on a damaged CSV
+        raise DataError(f"{path}: unreadable CSV ({error})") from error
+    _check_columns(path, frame.columns, columns)
+    return frame
+
+
+def read_train_csv(root) -> pd.DataFrame:
+    """train.csv with Kaggle's columns; votes must be non-negative with at least one per row."""
+    path = Path(root) / "train.csv"
+    frame = read_table_csv(path, TRAIN_COLUMNS)
+    votes = frame[[c for c in TRAIN_COLUMNS if c.endswith("_vote")]]
+    if (votes < 0).any().any() or votes.isna().any().any():
+        raise DataError(f"{path}: vote counts must be non-negative numbers")
+    empty = votes.sum(axis=1) == 0
+    if empty.any():
+        raise DataError(f"{path}: {int(empty.sum())} row(s) have no votes, e.g. label_id {frame.label_id[empty].iloc[0]}")
+    return frame
+
+
+def read_test_csv(root) -> pd.DataFrame:
+    """test.csv with Kaggle's columns (spectrogram_id, eeg_id, patient_id)."""
+    return read_table_csv(Path(root) / "test.csv", TEST_COLUMNS)
+
+
+def _read_parquet(path, columns) -> np.ndarray:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        table = pq.read_table(path)
+    except Exception as error:  # pyarrow raises several kinds on a truncated or corrupt file
+        raise DataError(f"{path}: unreadable parquet ({error})") from error
+    _check_columns(path, table.column_names, columns)
+    try:
+        return np.column_stack([table.column(c).to_numpy(zero_copy_only=False) for c in columns]).astype(np.float32, copy=False)
+    except (TypeError, ValueError) as error:
+        raise DataError(f"{path}: columns are not numeric ({error})") from error
+
+
+def read_eeg(path) -> np.ndarray:
+    """An EEG parquet as a float32 (rows, 20) array in Kaggle's column order (µV, 200 Hz)."""
+    return _read_parquet(path, EEG_COLUMNS)
+
+
+def read_spectrogram(path) -> np.ndarray:
+    """A spectrogram parquet as a float32 (rows, 401) array: time, then LL, RL, LP, RP x 100 bins."""
+    return _read_parquet(path, SPEC_COLUMNS)
+
+
+def parquet_rows(path) -> int:
+    """Row count of a parquet file from its footer, without reading the data."""
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except FileNotFoundError as error:
+        raise DataError(f"{path}: file not found") from error
+    except Exception as error:
+        raise DataError(f"{path}: unreadable parquet ({error})") from error

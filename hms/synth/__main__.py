@@ -1,0 +1,17 @@
+"""`python -m hms.synth OUT_DIR [--eegs N] [--patients P] [--seed S]`: write a synthetic dataset."""
+
+import argparse
+import json
+
+from .dataset import SynthSpec, generate
+
+parser = argparse.ArgumentParser(prog="python -m hms.synth", description="Write a synthetic HMS dataset in Kaggle's layout.")
+parser.add_argument("out_dir")
+parser.add_argument("--eegs", type=int, default=SynthSpec.eegs, help="training eeg_ids")
+parser.add_argument("--patients", type=int, default=None, help="training patients (default: eegs / 5)")
+parser.add_argument("--test-eegs", type=int, default=None, help="test eeg_ids (default: eegs / 10, at least 8)")
+parser.add_argument("--seed", type=int, default=SynthSpec.seed)
+args = parser.parse_args()
+spec = SynthSpec(eegs=args.eegs, patients=args.patients or max(1, args.eegs // 5), seed=args.seed, test_eegs=args.test_eegs)
+meta = generate(args.out_dir, spec, progress=True)
+print(json.dumps(meta, indent=2))

@@ -1,0 +1,46 @@
+import pytest
+from hydra.errors import ConfigCompositionException
+
+from hms.config import ConfigError, compose
+
+from .conftest import run_module
+
+
+def test_default_config_has_every_group_and_contract_key():
+    cfg = compose()
+    for group in ("data", "backbone", "augmentation", "schedule", "input", "trainer", "cv", "tracking"):
+        assert group in cfg
+    assert cfg.data.name == "synthetic"
+    assert list(cfg.input.tile) == [128, 256]
+    for key in ("precision", "strategy", "epochs", "batch_size"):
+        assert key in cfg.trainer
+    assert "seed" in cfg and "resume" in cfg
+
+
+def test_overrides_compose_groups_and_keys():
+    cfg = compose(["backbone=efficientnet_b2", "input=kaggle", "trainer.precision=mixed_float16", "cv.folds=3",
+                   "input.tile=[32,64]"])
+    assert cfg.backbone.name == "efficientnet_b2"
+    assert cfg.input.mix == "kaggle" and list(cfg.input.tile) == [32, 64]
+    assert cfg.trainer.precision == "mixed_float16" and cfg.cv.folds == 3
+
+
+@pytest.mark.parametrize("override", ["backbone=efficientnet_b9", "trainer.no_such_key=1"])
+def test_unknown_group_or_key_is_rejected(override):
+    with pytest.raises(ConfigCompositionException):
+        compose([override])
+
+
+@pytest.mark.parametrize("override,key", [("trainer.precision=fp8", "trainer.precision"), ("input.mix=audio", "input.mix"),
+                                          ("cv.folds=1", "cv.folds"), ("backbone.weights=/no/such.h5", "backbone.weights"),
+                                          ("data=kaggle", "data.root")])
+def test_bad_values_name_their_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        compose([override])
+
+
+def test_train_command_rejects_a_bad_key_before_doing_anything(tmp_path):
+    result = run_module("hms.train", "trainer.precision=fp8", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "trainer.precision" in result.stderr
+    assert not (tmp_path / "data").exists()

@@ -1,0 +1,65 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from hms.constants import VOTE_COLUMNS
+from hms.metrics import kaggle_score, kl_divergence, kl_loss, kl_metric
+
+
+def official_kl(solution: pd.DataFrame, submission: pd.DataFrame, epsilon=10 ** -15) -> float:
+    """The competition's own scoring code (kaggle_kl_div.score, micro average), transcribed."""
+    solution, submission = solution.copy(), submission.copy()
+    for col in solution.columns:
+        if not pd.api.types.is_float_dtype(solution[col]):
+            solution[col] = solution[col].astype(float)
+        submission[col] = np.clip(submission[col], epsilon, 1 - epsilon)
+        y_nonzero_indices = solution[col] != 0
+        solution.loc[y_nonzero_indices, col] = solution.loc[y_nonzero_indices, col] * np.log(
+            solution.loc[y_nonzero_indices, col] / submission.loc[y_nonzero_indices, col])
+        solution.loc[~y_nonzero_indices, col] = 0
+    return float(np.average(solution.sum(axis=1)))
+
+
+def cases():
+    rng = np.random.default_rng(0)
+    y = rng.dirichlet(np.ones(6), 200)
+    q = rng.dirichlet(np.ones(6), 200)
+    votes = rng.multinomial(3, [0.2, 0.1, 0.1, 0.1, 0.1, 0.4], 200)
+    y_zero = votes / votes.sum(axis=1, keepdims=True)
+    onehot = np.eye(6)[rng.integers(0, 6, 50)]
+    extreme_q = np.where(rng.uniform(size=(50, 6)) < 0.5, 0.0, 1.0)
+    tiny_q = rng.dirichlet(np.full(6, 0.01), 200)
+    return {"random": (y, q), "zeros_in_truth": (y_zero, q), "onehot_vs_hard": (onehot, extreme_q),
+            "tiny_probabilities": (y_zero, tiny_q), "perfect": (y_zero, y_zero), "unnormalised_prediction": (y, q * 3)}
+
+
+@pytest.mark.parametrize("name", list(cases()))
+def test_kl_matches_official_formula(name):
+    y, q = cases()[name]
+    columns = list(VOTE_COLUMNS)
+    expected = official_kl(pd.DataFrame(y, columns=columns), pd.DataFrame(q, columns=columns))
+    assert abs(kl_divergence(y, q) - expected) < 1e-9
+
+
+def test_kaggle_frame_form_normalises_votes_and_aligns_ids():
+    rng = np.random.default_rng(1)
+    votes = rng.multinomial(5, np.full(6, 1 / 6), 30)
+    ids = np.arange(30) + 1000
+    q = rng.dirichlet(np.ones(6), 30)
+    solution = pd.DataFrame(votes, columns=list(VOTE_COLUMNS)).assign(eeg_id=ids)
+    submission = pd.DataFrame(q, columns=list(VOTE_COLUMNS)).assign(eeg_id=ids).iloc[::-1]  # other row order
+    assert kaggle_score(solution, submission) == pytest.approx(kl_divergence(votes / 5, q), abs=1e-12)
+    with pytest.raises(ValueError, match="lacks"):
+        kaggle_score(solution, submission.iloc[1:])
+
+
+def test_keras_loss_and_metric_agree_with_the_score():
+    y, q = cases()["zeros_in_truth"]
+    per_row = np.asarray(kl_loss(y.astype("float32"), q.astype("float32")))
+    assert per_row.mean() == pytest.approx(kl_divergence(y, q), abs=1e-5)
+    metric = kl_metric()
+    for start in range(0, 200, 64):  # batches of unequal size, as an epoch ends
+        metric.update_state(y[start:start + 64].astype("float32"), q[start:start + 64].astype("float32"))
+    assert float(metric.result()) == pytest.approx(kl_divergence(y, q), abs=1e-5)
+    y1, q1 = cases()["onehot_vs_hard"]
+    assert np.asarray(kl_loss(y1.astype("float32"), q1.astype("float32"))).mean() == pytest.approx(kl_divergence(y1, q1), rel=1e-5)
