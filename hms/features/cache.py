@@ -1,0 +1,221 @@
+"""The feature cache: every item's tiles computed once into memory-mapped arrays.
+
+One cache folder per (data, split, feature kind, tile size, windows): `features.npy` (float16,
+items x H x W x 4), `status.npy` (0 to do, 1 done, 2 bad file) and `index.parquet`. Workers write
+straight into the memory maps, file by file, so memory does not grow with the dataset and an
+interrupted build continues where it stopped. Opening a built cache maps it: no data is read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from ..constants import EEG_RATE, EEG_WINDOW_ROWS
+from ..data.layout import DataError, eeg_path, read_eeg, read_spectrogram, spectrogram_path
+from .eeg import eeg_spectrograms
+from .kaggle import kaggle_tiles
+
+CACHE_VERSION = 1
+KINDS = ("kaggle", "eeg")
+TODO, DONE, BAD = 0, 1, 2
+
+
+@dataclass
+class FeatureCache:
+    """A built (or partly built) cache of one feature kind: `features[i]` belongs to `index.iloc[i]`."""
+
+    path: Path
+    index: pd.DataFrame
+    features: np.ndarray
+    status: np.ndarray
+
+    @property
+    def complete(self) -> bool:
+        return bool((self.status != TODO).all())
+
+    def bad_items(self) -> np.ndarray:
+        return np.flatnonzero(self.status == BAD)
+
+
+def cache_key(root, split: str, kind: str, tile, items: pd.DataFrame, source: str | None = None) -> str:
+    """A digest of everything the features depend on: data files' stamps, windows, tile size, version."""
+    root = Path(root).resolve()
+    stamps = [(p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in (root / f"{split}.csv",) if p.exists()]
+    if source:
+        stamps.append((str(Path(source).resolve()), Path(source).stat().st_size, int(Path(source).stat().st_mtime)))
+    digest = hashlib.sha256(json.dumps([CACHE_VERSION, str(root), split, kind, list(tile), stamps]).encode())
+    digest.update(np.ascontiguousarray(items[["eeg_id", "spectrogram_id"]].to_numpy(np.int64)).tobytes())
+    digest.update(np.ascontiguousarray(items[["eeg_offset", "spec_offset"]].to_numpy(np.float64)).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _resize(tiles: np.ndarray, tile) -> np.ndarray:
+    """(k, 128, 256, 4) to (k, H, W, 4) by area averaging, when a smaller tile is configured."""
+    height, width = tile
+    if tiles.shape[1:3] == (height, width):
+        return tiles
+    import cv2
+
+    return np.stack([cv2.resize(t, (width, height), interpolation=cv2.INTER_AREA) for t in tiles])
+
+
+def _compute(kind: str, root: str, split: str, file_id: int, offsets: np.ndarray, tile) -> np.ndarray:
+    """Tiles of one file's items: raises DataError naming the file if it is bad."""
+    if kind == "kaggle":
+        path = spectrogram_path(root, file_id, split)
+        frame = read_spectrogram(path)
+        if offsets.max() // 2 >= len(frame):
+            raise DataError(f"{path}: {len(frame)} rows, but a labelled window starts at row {int(offsets.max() // 2)}")
+        return _resize(np.stack([kaggle_tiles(frame, o) for o in offsets]), tile)
+    path = eeg_path(root, file_id, split)
+    frame = read_eeg(path)
+    starts = np.round(offsets * EEG_RATE).astype(int)
+    if starts.max() + EEG_WINDOW_ROWS > len(frame):
+        raise DataError(f"{path}: {len(frame)} rows, but a labelled window needs {starts.max() + EEG_WINDOW_ROWS}")
+    return _resize(eeg_spectrograms(np.stack([frame[s:s + EEG_WINDOW_ROWS] for s in starts])), tile)
+
+
+def _work(job) -> list[tuple[str, str | None]]:
+    """A worker's chunk of files: compute, write into the maps, mark done (or bad). Returns (file, error)."""
+    from threadpoolctl import threadpool_limits
+
+    folder, kind, root, split, tile, groups = job
+    features = np.load(Path(folder) / "features.npy", mmap_mode="r+")
+    status = np.load(Path(folder) / "status.npy", mmap_mode="r+")
+    report = []
+    with threadpool_limits(1):
+        for file_id, rows, offsets in groups:
+            try:
+                features[rows] = _compute(kind, root, split, file_id, offsets, tile)
+            except DataError as error:
+                status[rows] = BAD
+                report.append((str(file_id), str(error)))
+                continue
+            features.flush()
+            status[rows] = DONE  # only after the data is written: a killed build redoes the file
+            report.append((str(file_id), None))
+    status.flush()
+    return report
+
+
+def _create(folder: Path, items: pd.DataFrame, tile, meta: dict) -> None:
+    partial = folder.with_name(folder.name + ".creating")
+    partial.mkdir(parents=True, exist_ok=True)
+    np.lib.format.open_memmap(partial / "features.npy", mode="w+", dtype=np.float16, shape=(len(items), *tile, 4))
+    np.save(partial / "status.npy", np.zeros(len(items), np.uint8))
+    items.reset_index(drop=True).to_parquet(partial / "index.parquet")
+    (partial / "meta.json").write_text(json.dumps(meta, indent=2))
+    partial.rename(folder)
+
+
+def open_cache(folder) -> FeatureCache:
+    """Map a cache folder (no data is read)."""
+    folder = Path(folder)
+    return FeatureCache(folder, pd.read_parquet(folder / "index.parquet"), np.load(folder / "features.npy", mmap_mode="r"),
+                        np.load(folder / "status.npy", mmap_mode="r"))
+
+
+def build_cache(root, split: str, kind: str, items: pd.DataFrame, tile=(128, 256), cache_dir="data/cache",
+                workers: int | None = None, bad_files: str = "fail", precomputed: str | None = None,
+                progress: bool = True) -> FeatureCache:
+    """Build (or finish, or just open) the cache of `kind` tiles for `items` (eeg_id, spectrogram_id, offsets).
+
+    bad_files="fail" stops at the first bad file with an error naming it (what was computed is kept);
+    "skip" marks its items bad, names every such file, and goes on.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"feature kind must be one of {KINDS}, got {kind!r}")
+    items = items[["eeg_id", "spectrogram_id", "eeg_offset", "spec_offset"]].reset_index(drop=True)
+    key = cache_key(root, split, kind, tile, items, precomputed if kind == "eeg" else None)
+    folder = Path(cache_dir) / f"{split}-{kind}-{tile[0]}x{tile[1]}-{key}"
+    if not folder.exists():
+        _create(folder, items, tile, {"root": str(Path(root).resolve()), "split": split, "kind": kind, "tile": list(tile),
+                                      "items": len(items), "version": CACHE_VERSION, "precomputed": precomputed})
+    cache = open_cache(folder)
+    if cache.complete:
+        return cache
+    if kind == "eeg" and precomputed:
+        _fill_precomputed(folder, items, precomputed, tile)
+        cache = open_cache(folder)
+    todo = np.flatnonzero(cache.status == TODO)
+    file_column, offset_column = ("spectrogram_id", "spec_offset") if kind == "kaggle" else ("eeg_id", "eeg_offset")
+    groups = [(int(fid), rows.to_numpy(), items.loc[rows, offset_column].to_numpy(np.float64))
+              for fid, rows in items.loc[todo].groupby(file_column).groups.items()]
+    _run(folder, kind, str(root), split, tuple(tile), groups, workers, bad_files, progress, len(todo))
+    return open_cache(folder)
+
+
+def _run(folder, kind, root, split, tile, groups, workers, bad_files, progress, total) -> None:
+    workers = max(1, min(workers or os.cpu_count() or 1, len(groups)))
+    chunk = max(1, min(64, len(groups) // (workers * 4) or 1))
+    jobs = [(str(folder), kind, root, split, tile, groups[i:i + chunk]) for i in range(0, len(groups), chunk)]
+    sizes = {g[0]: len(g[1]) for g in groups}
+    bad = []
+    bar = tqdm(total=total, desc=f"{split} {kind} features", unit="item", disable=not progress, mininterval=0.5)
+    try:
+        if workers == 1:
+            for job in jobs:
+                bad += _account(_work(job), sizes, bar, bad_files)
+            return
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            pending = {pool.submit(_work, job) for job in jobs}
+            try:
+                while pending:
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        bad += _account(future.result(), sizes, bar, bad_files)
+            except BaseException:
+                for future in pending:
+                    future.cancel()
+                raise
+    finally:
+        bar.close()
+        if bad:
+            print(f"{len(bad)} bad file(s) skipped:")
+            for file_id, error in bad:
+                print(f"  {error}")
+
+
+def _account(report, sizes, bar, bad_files):
+    bad = []
+    for file_id, error in report:
+        bar.update(sizes[int(file_id)])
+        if error is not None:
+            if bad_files == "fail":
+                raise DataError(error)
+            bad.append((file_id, error))
+    return bad
+
+
+def _fill_precomputed(folder: Path, items: pd.DataFrame, path: str, tile) -> None:
+    """Copy the public precomputed EEG spectrograms (dict eeg_id -> 128x256x4) into the cache."""
+    try:
+        table = np.load(path, allow_pickle=True).item()
+    except Exception as error:
+        raise DataError(f"{path}: not a NumPy file holding a dict eeg_id -> 128x256x4 array ({error})") from error
+    features = np.load(folder / "features.npy", mmap_mode="r+")
+    status = np.load(folder / "status.npy", mmap_mode="r+")
+    lacking = []
+    for eeg_id, rows in items.groupby("eeg_id").groups.items():
+        spectrogram = table.get(int(eeg_id))
+        if spectrogram is None:
+            lacking.append(int(eeg_id))
+            continue
+        if np.shape(spectrogram) != (128, 256, 4):
+            raise DataError(f"{path}: eeg_id {eeg_id} has shape {np.shape(spectrogram)}, expected (128, 256, 4)")
+        features[rows.to_numpy()] = _resize(np.asarray(spectrogram, np.float32)[None], tile)[0]
+        status[rows.to_numpy()] = DONE
+    features.flush()
+    status.flush()
+    if lacking:
+        print(f"{path} lacks {len(lacking)} of {items.eeg_id.nunique()} eeg_ids (e.g. {lacking[:5]}): computing them from the EEG files")
