@@ -7,7 +7,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from .data import load_test, load_train
-from .features.cache import FeatureCache, build_cache
+from .features.cache import FeatureCache, build_caches
 
 
 def feature_kinds(mix: str) -> tuple[str, ...]:
@@ -26,10 +26,9 @@ def train_items(samples: pd.DataFrame, windows: pd.DataFrame, sampling: str) -> 
 
 def build_features(cfg: DictConfig, root, split: str, items: pd.DataFrame, progress: bool = True) -> dict[str, FeatureCache]:
     """Build or open the caches of every tile kind `cfg.input.mix` needs for `items`."""
-    return {kind: build_cache(root, split, kind, items, tile=tuple(cfg.input.tile), cache_dir=cfg.data.cache_dir,
-                              workers=cfg.data.workers, bad_files=cfg.data.bad_files,
-                              precomputed=cfg.data.eeg_spectrograms, progress=progress)
-            for kind in feature_kinds(cfg.input.mix)}
+    return build_caches(root, split, feature_kinds(cfg.input.mix), items, tile=tuple(cfg.input.tile),
+                        cache_dir=cfg.data.cache_dir, workers=cfg.data.workers, bad_files=cfg.data.bad_files,
+                        precomputed=cfg.data.eeg_spectrograms, progress=progress)
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")

@@ -6,7 +6,6 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
 
 
 def assign_folds(samples: pd.DataFrame, k: int, seed: int) -> np.ndarray:
@@ -17,6 +16,8 @@ def assign_folds(samples: pd.DataFrame, k: int, seed: int) -> np.ndarray:
         raise ValueError(f"cv.folds must be at least 2, got {k}")
     if n_patients < k:
         raise ValueError(f"cv.folds={k} needs at least {k} patients; the data has {n_patients}")
+    from sklearn.model_selection import StratifiedGroupKFold  # imported here: scikit-learn is slow to import
+
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     folds = np.full(len(samples), -1, dtype=np.int64)
     with warnings.catch_warnings():

@@ -101,9 +101,9 @@ def _work(job) -> list[tuple[str, str | None]]:
                 status[rows] = BAD
                 report.append((str(file_id), str(error)))
                 continue
-            features.flush()
-            status[rows] = DONE  # only after the data is written: a killed build redoes the file
+            status[rows] = DONE  # after the data: a killed process's writes stay in the page cache, so a resumed build trusts it
             report.append((str(file_id), None))
+    features.flush()
     status.flush()
     return report
 
@@ -125,55 +125,67 @@ def open_cache(folder) -> FeatureCache:
                         np.load(folder / "status.npy", mmap_mode="r"))
 
 
-def build_cache(root, split: str, kind: str, items: pd.DataFrame, tile=(128, 256), cache_dir="data/cache",
-                workers: int | None = None, bad_files: str = "fail", precomputed: str | None = None,
-                progress: bool = True) -> FeatureCache:
-    """Build (or finish, or just open) the cache of `kind` tiles for `items` (eeg_id, spectrogram_id, offsets).
+def build_cache(root, split: str, kind: str, items: pd.DataFrame, **options) -> FeatureCache:
+    """Build (or finish, or just open) the cache of one tile kind; options as `build_caches`."""
+    return build_caches(root, split, (kind,), items, **options)[kind]
 
-    bad_files="fail" stops at the first bad file with an error naming it (what was computed is kept);
-    "skip" marks its items bad, names every such file, and goes on.
+
+def build_caches(root, split: str, kinds, items: pd.DataFrame, tile=(128, 256), cache_dir="data/cache",
+                 workers: int | None = None, bad_files: str = "fail", precomputed: str | None = None,
+                 progress: bool = True) -> dict[str, FeatureCache]:
+    """Build (or finish, or just open) the caches of `kinds` for `items` (eeg_id, spectrogram_id, offsets).
+
+    All kinds' files go through one pool of worker processes. bad_files="fail" stops at the first
+    bad file with an error naming it (what was computed is kept); "skip" marks its items bad,
+    names every such file, and goes on.
     """
-    if kind not in KINDS:
-        raise ValueError(f"feature kind must be one of {KINDS}, got {kind!r}")
     items = items[["eeg_id", "spectrogram_id", "eeg_offset", "spec_offset"]].reset_index(drop=True)
-    key = cache_key(root, split, kind, tile, items, precomputed if kind == "eeg" else None)
-    folder = Path(cache_dir) / f"{split}-{kind}-{tile[0]}x{tile[1]}-{key}"
-    if not folder.exists():
-        _create(folder, items, tile, {"root": str(Path(root).resolve()), "split": split, "kind": kind, "tile": list(tile),
-                                      "items": len(items), "version": CACHE_VERSION, "precomputed": precomputed})
-    cache = open_cache(folder)
-    if cache.complete:
-        return cache
-    if kind == "eeg" and precomputed:
-        _fill_precomputed(folder, items, precomputed, tile)
-        cache = open_cache(folder)
-    todo = np.flatnonzero(cache.status == TODO)
-    file_column, offset_column = ("spectrogram_id", "spec_offset") if kind == "kaggle" else ("eeg_id", "eeg_offset")
-    groups = [(int(fid), rows.to_numpy(), items.loc[rows, offset_column].to_numpy(np.float64))
-              for fid, rows in items.loc[todo].groupby(file_column).groups.items()]
-    _run(folder, kind, str(root), split, tuple(tile), groups, workers, bad_files, progress, len(todo))
-    return open_cache(folder)
+    folders, jobs, total = {}, [], 0
+    for kind in kinds:
+        if kind not in KINDS:
+            raise ValueError(f"feature kind must be one of {KINDS}, got {kind!r}")
+        source = precomputed if kind == "eeg" else None
+        folder = Path(cache_dir) / f"{split}-{kind}-{tile[0]}x{tile[1]}-{cache_key(root, split, kind, tile, items, source)}"
+        folders[kind] = folder
+        if not folder.exists():
+            _create(folder, items, tile, {"root": str(Path(root).resolve()), "split": split, "kind": kind, "tile": list(tile),
+                                          "items": len(items), "version": CACHE_VERSION, "precomputed": source})
+        if source and not open_cache(folder).complete:
+            _fill_precomputed(folder, items, source, tile)
+        todo = np.flatnonzero(open_cache(folder).status == TODO)
+        file_column, offset_column = ("spectrogram_id", "spec_offset") if kind == "kaggle" else ("eeg_id", "eeg_offset")
+        groups = [(int(fid), rows.to_numpy(), items.loc[rows, offset_column].to_numpy(np.float64))
+                  for fid, rows in items.loc[todo].groupby(file_column).groups.items()]
+        jobs += _jobs(folder, kind, str(root), split, tuple(tile), groups, workers)
+        total += len(todo)
+    if jobs:
+        _run(jobs, workers, bad_files, progress, total, f"{split} features ({', '.join(kinds)})")
+    return {kind: open_cache(folder) for kind, folder in folders.items()}
 
 
-def _run(folder, kind, root, split, tile, groups, workers, bad_files, progress, total) -> None:
-    workers = max(1, min(workers or os.cpu_count() or 1, len(groups)))
-    chunk = max(1, min(64, len(groups) // (workers * 4) or 1))
-    jobs = [(str(folder), kind, root, split, tile, groups[i:i + chunk]) for i in range(0, len(groups), chunk)]
-    sizes = {g[0]: len(g[1]) for g in groups}
+def _jobs(folder, kind, root, split, tile, groups, workers):
+    """Chunks of files, small enough to spread over the workers and show progress."""
+    chunk = max(1, min(64, len(groups) // ((workers or os.cpu_count() or 1) * 4)))
+    return [(str(folder), kind, root, split, tile, groups[i:i + chunk]) for i in range(0, len(groups), chunk)]
+
+
+def _run(jobs, workers, bad_files, progress, total, description) -> None:
+    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    sizes = {(job[1], g[0]): len(g[1]) for job in jobs for g in job[5]}
     bad = []
-    bar = tqdm(total=total, desc=f"{split} {kind} features", unit="item", disable=not progress, mininterval=0.5)
+    bar = tqdm(total=total, desc=description, unit="item", disable=not progress, mininterval=0.5)
     try:
         if workers == 1:
             for job in jobs:
-                bad += _account(_work(job), sizes, bar, bad_files)
+                bad += _account(job[1], _work(job), sizes, bar, bad_files)
             return
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            pending = {pool.submit(_work, job) for job in jobs}
+            pending = {pool.submit(_work, job): job[1] for job in jobs}
             try:
                 while pending:
-                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                     for future in finished:
-                        bad += _account(future.result(), sizes, bar, bad_files)
+                        bad += _account(pending.pop(future), future.result(), sizes, bar, bad_files)
             except BaseException:
                 for future in pending:
                     future.cancel()
@@ -182,18 +194,18 @@ def _run(folder, kind, root, split, tile, groups, workers, bad_files, progress, 
         bar.close()
         if bad:
             print(f"{len(bad)} bad file(s) skipped:")
-            for file_id, error in bad:
+            for error in bad:
                 print(f"  {error}")
 
 
-def _account(report, sizes, bar, bad_files):
+def _account(kind, report, sizes, bar, bad_files):
     bad = []
     for file_id, error in report:
-        bar.update(sizes[int(file_id)])
+        bar.update(sizes[(kind, int(file_id))])
         if error is not None:
             if bad_files == "fail":
                 raise DataError(error)
-            bad.append((file_id, error))
+            bad.append(error)
     return bad
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from ..constants import REGIONS, SPEC_ROW_SECONDS, SPEC_WINDOW_ROWS
@@ -26,11 +24,14 @@ def kaggle_tiles(frame, offset_seconds: float) -> np.ndarray:
         window = np.vstack([window, np.full((SPEC_WINDOW_ROWS - len(window), window.shape[1]), np.nan, np.float32)])
     regions = window.reshape(SPEC_WINDOW_ROWS, len(REGIONS), 100).transpose(1, 2, 0)  # (4, 100 freq, 300 time)
     logs = np.log(np.clip(regions, np.exp(-4), np.exp(8)))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN tile has no mean: it becomes zeros
-        mean = np.nanmean(logs, axis=(1, 2), keepdims=True)
-        std = np.nanstd(logs, axis=(1, 2), keepdims=True)
-    tiles = np.nan_to_num((logs - mean) / (std + 1e-6), nan=0.0)
+    # Per-tile mean and standard deviation over the non-NaN cells; NaN cells (and all-NaN tiles) become 0.
+    valid = ~np.isnan(logs)
+    count = np.maximum(valid.sum(axis=(1, 2), keepdims=True), 1)
+    centred = np.where(valid, logs, 0)
+    centred -= centred.sum(axis=(1, 2), keepdims=True) / count
+    centred *= valid
+    std = np.sqrt(np.square(centred).sum(axis=(1, 2), keepdims=True) / count)
+    tiles = centred / (std + 1e-6)
     out = np.zeros((len(REGIONS), 100 + 2 * FREQ_PAD, SPEC_WINDOW_ROWS - 2 * TIME_CROP), np.float32)
     out[:, FREQ_PAD:-FREQ_PAD] = tiles[:, :, TIME_CROP:-TIME_CROP]
     return out.transpose(1, 2, 0)

@@ -1,0 +1,95 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from hms.config import compose
+from hms.data import DataError, load_test, load_train, read_eeg, read_spectrogram
+from hms.features import eeg_spectrogram, kaggle_tiles
+from hms.features.cache import BAD, DONE, TODO, build_cache, open_cache
+from hms.prepare import build_features, feature_kinds, train_items
+
+TILE = (32, 64)
+
+
+@pytest.fixture(scope="module")
+def items(synthetic_root):
+    samples, _ = load_train(synthetic_root)
+    return samples[["eeg_id", "spectrogram_id", "eeg_offset", "spec_offset"]]
+
+
+def test_cache_holds_the_same_tiles_as_direct_computation(synthetic_root, items, tmp_path):
+    cache = build_cache(synthetic_root, "train", "kaggle", items, tile=(128, 256), cache_dir=tmp_path, workers=2, progress=False)
+    assert cache.complete and cache.features.shape == (len(items), 128, 256, 4) and cache.features.dtype == np.float16
+    row = items.iloc[5]
+    expected = kaggle_tiles(read_spectrogram(synthetic_root / "train_spectrograms" / f"{int(row.spectrogram_id)}.parquet"), row.spec_offset)
+    np.testing.assert_allclose(cache.features[5].astype(np.float32), expected, atol=2e-2, rtol=1e-2)
+    eeg = build_cache(synthetic_root, "train", "eeg", items.iloc[:4], tile=(128, 256), cache_dir=tmp_path, workers=1, progress=False)
+    first = items.iloc[0]
+    window = read_eeg(synthetic_root / "train_eegs" / f"{int(first.eeg_id)}.parquet")[int(first.eeg_offset * 200):][:10_000]
+    np.testing.assert_allclose(eeg.features[0].astype(np.float32), eeg_spectrogram(window), atol=2e-3)
+
+
+def test_small_tiles_and_reopen_without_rebuild(synthetic_root, items, tmp_path):
+    cache = build_cache(synthetic_root, "train", "eeg", items, tile=TILE, cache_dir=tmp_path, workers=1, progress=False)
+    assert cache.features.shape == (len(items), *TILE, 4)
+    stamp = (cache.path / "features.npy").stat().st_mtime_ns
+    again = build_cache(synthetic_root, "train", "eeg", items, tile=TILE, cache_dir=tmp_path, progress=False)
+    assert again.path == cache.path and (again.path / "features.npy").stat().st_mtime_ns == stamp
+    other = build_cache(synthetic_root, "train", "eeg", items, tile=(16, 32), cache_dir=tmp_path, workers=1, progress=False)
+    assert other.path != cache.path  # feature parameters are part of the key
+
+
+def test_interrupted_build_resumes_and_keeps_what_was_computed(synthetic_root, items, tmp_path):
+    cache = build_cache(synthetic_root, "train", "kaggle", items, tile=TILE, cache_dir=tmp_path, workers=1, progress=False)
+    expected = np.array(cache.features)
+    features = np.load(cache.path / "features.npy", mmap_mode="r+")
+    status = np.load(cache.path / "status.npy", mmap_mode="r+")
+    status[10:] = TODO  # as if the build had been killed after 10 items
+    features[10:] = 0
+    features[3] = 7  # a finished item: a resumed build must not recompute it
+    features.flush(), status.flush()
+    resumed = build_cache(synthetic_root, "train", "kaggle", items, tile=TILE, cache_dir=tmp_path, workers=2, progress=False)
+    assert resumed.complete
+    np.testing.assert_array_equal(resumed.features[10:], expected[10:])
+    assert (resumed.features[3] == 7).all()
+
+
+def test_bad_file_fails_naming_it_or_is_skipped_and_reported(synthetic_root, items, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_root, root)
+    broken = items.eeg_id.iloc[2]
+    path = root / "train_eegs" / f"{broken}.parquet"
+    path.write_bytes(path.read_bytes()[:3000])
+    with pytest.raises(DataError, match=f"{broken}.parquet: unreadable parquet"):
+        build_cache(root, "train", "eeg", items, tile=TILE, cache_dir=tmp_path / "c1", workers=1, progress=False)
+    partial = open_cache(next((tmp_path / "c1").iterdir()))
+    assert not partial.complete
+    cache = build_cache(root, "train", "eeg", items, tile=TILE, cache_dir=tmp_path / "c2", workers=2, bad_files="skip", progress=False)
+    assert cache.complete and cache.bad_items().tolist() == [2]
+    assert f"{broken}.parquet: unreadable parquet" in capsys.readouterr().out
+
+
+def test_precomputed_eeg_spectrograms_are_used_and_lacking_ids_reported(synthetic_root, items, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    given = {int(i): rng.normal(size=(128, 256, 4)).astype(np.float32) for i in items.eeg_id[:-2]}
+    np.save(tmp_path / "eeg_specs.npy", given)
+    cache = build_cache(synthetic_root, "train", "eeg", items, tile=(128, 256), cache_dir=tmp_path / "c",
+                        workers=1, precomputed=str(tmp_path / "eeg_specs.npy"), progress=False)
+    assert cache.complete
+    np.testing.assert_allclose(cache.features[0].astype(np.float32), given[int(items.eeg_id.iloc[0])], atol=1e-2)
+    assert "lacks 2 of" in capsys.readouterr().out
+    np.save(tmp_path / "bad.npy", {int(items.eeg_id.iloc[0]): np.zeros((128, 128, 4))})
+    with pytest.raises(DataError, match=r"bad.npy: eeg_id \d+ has shape \(128, 128, 4\)"):
+        build_cache(synthetic_root, "train", "eeg", items, cache_dir=tmp_path / "d", precomputed=str(tmp_path / "bad.npy"), progress=False)
+
+
+def test_input_mix_selects_kinds_and_random_sampling_caches_every_window(synthetic_root, tmp_path):
+    assert feature_kinds("both") == ("kaggle", "eeg") and feature_kinds("eeg") == ("eeg",)
+    cfg = compose(["input=kaggle", "input.tile=[16,32]", f"data.cache_dir={tmp_path}", "data.sampling=random", "data.workers=1"])
+    samples, windows = load_train(synthetic_root)
+    caches = build_features(cfg, synthetic_root, "train", train_items(samples, windows, "random"), progress=False)
+    assert list(caches) == ["kaggle"] and len(caches["kaggle"].index) == len(windows)
+    test = build_features(cfg, synthetic_root, "test", load_test(synthetic_root), progress=False)
+    assert test["kaggle"].complete and len(test["kaggle"].index) == 8
