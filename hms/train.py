@@ -1,13 +1,30 @@
-"""`python -m hms.train [overrides]`: one cross-validated experiment on the composed config."""
+"""`python -m hms.train [overrides]`: one cross-validated experiment, recorded in MLflow."""
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from .config import ConfigError, validate
+import hydra  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from . import tracking  # noqa: E402
+from .config import ConfigError, validate  # noqa: E402
+from .constants import CLASSES  # noqa: E402
+from .data import HQ_VOTES, TARGET_COLUMNS, assign_folds, load_train, targets  # noqa: E402
+from .metrics import kl_divergence  # noqa: E402
+from .prepare import build_features, feature_kinds, train_items  # noqa: E402
+
+PRED_COLUMNS = tuple(f"p_{c}" for c in CLASSES)
+OOF_COLUMNS = ("eeg_id", "fold", "total_votes", *TARGET_COLUMNS, *PRED_COLUMNS)
 
 
 def prepare_data(cfg: DictConfig):
@@ -19,18 +36,257 @@ def prepare_data(cfg: DictConfig):
     return cfg.data.root
 
 
+@dataclass
+class TrainingData:
+    """Samples with their folds, and for each the cache rows of its fixed window and of all its windows."""
+
+    samples: pd.DataFrame
+    sources: list
+    fixed_rows: np.ndarray
+    window_rows: list
+
+
+def load_training_data(cfg: DictConfig) -> TrainingData:
+    """Labels -> windows -> features: samples, folds and the memory-mapped tiles, bad files left out."""
+    root = prepare_data(cfg)
+    samples, windows = load_train(root)
+    samples = samples.assign(fold=assign_folds(samples, cfg.cv.folds, cfg.seed))
+    items = train_items(samples, windows, cfg.data.sampling)
+    caches = build_features(cfg, root, "train", items)
+    key = pd.MultiIndex.from_frame(items[["eeg_id", "eeg_offset", "spec_offset"]].astype({"eeg_id": "int64"}))
+    position = pd.Series(np.arange(len(items)), index=key)
+    fixed_rows = position.loc[list(zip(samples.eeg_id, samples.eeg_offset, samples.spec_offset))].to_numpy()
+    bad = np.zeros(len(items), bool)
+    for cache in caches.values():
+        bad[cache.bad_items()] = True
+    per_eeg = pd.Series(np.arange(len(items))[~bad]).groupby(items.eeg_id.to_numpy()[~bad]).agg(list)
+    keep = ~bad[fixed_rows]
+    if not keep.all():
+        print(f"{int((~keep).sum())} sample(s) left out: their files are bad (data.bad_files=skip)")
+    samples = samples[keep].reset_index(drop=True)
+    fixed_rows = fixed_rows[keep]
+    window_rows = [per_eeg.loc[e] for e in samples.eeg_id] if cfg.data.sampling == "random" else [[r] for r in fixed_rows]
+    return TrainingData(samples, [caches[k].features for k in feature_kinds(cfg.input.mix)], fixed_rows, window_rows)
+
+
+def _compile(model, lr: float):
+    import keras
+
+    from .metrics import kl_loss, kl_metric
+
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss=kl_loss, metrics=[kl_metric("kl")])
+
+
+def _record_epoch_class():
+    import keras
+    from mlflow.entities import Metric
+
+    class RecordEpoch(keras.callbacks.Callback):
+        """Per-epoch loss, val_loss, val_kl and lr to the fold's child run, kept for the learning curves too."""
+
+        def __init__(self, client, run_id: str, history: dict):
+            super().__init__()
+            self.client, self.run_id, self.history = client, run_id, history
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = {k: float(v) for k, v in (logs or {}).items() if k in ("loss", "val_loss", "val_kl")}
+            logs["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            now = int(time.time() * 1000)
+            self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, epoch) for k, v in logs.items()])
+            for k, v in logs.items():
+                self.history.setdefault(k, []).append(v)
+
+    return RecordEpoch
+
+
+def train_fold(cfg, devices, data: TrainingData, fold: int, client, run_id: str, history: dict):
+    """Train one fold (and its optional second stage); returns the model and its validation predictions."""
+    import keras
+
+    from .augment import build_augmentation
+    from .batches import TileBatches
+    from .models import build_model
+    from .schedule import lr_at
+
+    RecordEpoch = _record_epoch_class()
+    keras.utils.set_random_seed(cfg.seed + fold)
+    y = targets(data.samples).astype(np.float32)
+    train_idx = np.flatnonzero(data.samples.fold.to_numpy() != fold)
+    val_idx = np.flatnonzero(data.samples.fold.to_numpy() == fold)
+    common = dict(batch_size=cfg.trainer.batch_size, workers=cfg.trainer.workers)
+    augment = build_augmentation(cfg.augmentation, seed=cfg.seed + fold)
+    train = TileBatches(data.sources, [data.window_rows[i] for i in train_idx], y[train_idx], augment=augment,
+                        shuffle=True, seed=cfg.seed + fold, **common)
+    val = TileBatches(data.sources, data.fixed_rows[val_idx], y[val_idx], **common)
+    scale = devices.replicas if cfg.trainer.lr_scaling == "linear" else 1
+    with devices.strategy.scope():
+        model = build_model(cfg.backbone.name, tuple(cfg.input.tile), len(data.sources), source=cfg.backbone.source,
+                            weights=cfg.backbone.weights, dropout=cfg.backbone.dropout,
+                            bn_momentum=cfg.backbone.bn_momentum)
+        _compile(model, scale * lr_at(cfg.schedule, 0, cfg.trainer.epochs))
+    record = RecordEpoch(client, run_id, history)
+    schedule = keras.callbacks.LearningRateScheduler(lambda epoch: scale * lr_at(cfg.schedule, epoch, cfg.trainer.epochs))
+    model.fit(train, validation_data=val, epochs=cfg.trainer.epochs, verbose=cfg.trainer.verbose, callbacks=[schedule, record])
+    hq = train_idx[data.samples.total_votes.to_numpy()[train_idx] >= HQ_VOTES]
+    if cfg.cv.stage2 and len(hq):
+        # Second stage, as the top solutions: fine-tune on the windows most raters agreed to label.
+        stage2 = TileBatches(data.sources, [data.window_rows[i] for i in hq], y[hq], augment=augment, shuffle=True,
+                             seed=cfg.seed + fold + 1000, **common)
+        model.optimizer.learning_rate.assign(scale * cfg.cv.stage2_lr)
+        model.fit(stage2, validation_data=val, initial_epoch=cfg.trainer.epochs, epochs=cfg.trainer.epochs + cfg.cv.stage2_epochs,
+                  verbose=cfg.trainer.verbose, callbacks=[record])
+    predictions = model.predict(val, verbose=0)
+    return model, val_idx, predictions, val
+
+
+def oof_frame(samples: pd.DataFrame, rows: np.ndarray, predictions: np.ndarray) -> pd.DataFrame:
+    """Out-of-fold rows in the contract's columns."""
+    frame = samples.iloc[rows][["eeg_id", "fold", "total_votes", *TARGET_COLUMNS]].reset_index(drop=True)
+    for i, column in enumerate(PRED_COLUMNS):
+        frame[column] = predictions[:, i].astype(np.float64)
+    return frame[list(OOF_COLUMNS)]
+
+
+def cv_scores(oof: pd.DataFrame) -> dict[str, float]:
+    """cv_kl over all out-of-fold rows, cv_kl_hq over rows with >= 10 votes, and each fold's KL."""
+    y, p = oof[list(TARGET_COLUMNS)].to_numpy(), oof[list(PRED_COLUMNS)].to_numpy()
+    scores = {"cv_kl": kl_divergence(y, p)}
+    hq = oof.total_votes.to_numpy() >= HQ_VOTES
+    if hq.any():
+        scores["cv_kl_hq"] = kl_divergence(y[hq], p[hq])
+    for fold, part in oof.groupby("fold"):
+        scores[f"fold{fold}_kl"] = kl_divergence(part[list(TARGET_COLUMNS)].to_numpy(), part[list(PRED_COLUMNS)].to_numpy())
+    return scores
+
+
+def _finished_folds(client, parent_id: str) -> dict[int, pd.DataFrame]:
+    """OOF rows of the folds a run already finished (its FINISHED child runs)."""
+    from mlflow.entities import ViewType
+
+    parent = client.get_run(parent_id)
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'",
+                                  run_view_type=ViewType.ALL)
+    done = {}
+    for child in children:
+        fold = child.data.tags.get("hms.fold")
+        if fold is None:
+            continue
+        if child.info.status == "FINISHED":
+            done[int(fold)] = tracking.read_frame(client, child.info.run_id, "oof_fold.parquet")
+        elif child.info.status == "RUNNING":  # its process died without saying so
+            tracking.fail_run(client, child.info.run_id, RuntimeError("the process running this fold died"))
+    return done
+
+
+def _resumed_config(client, run_id: str, cfg: DictConfig) -> DictConfig:
+    with tempfile.TemporaryDirectory() as tmp:
+        stored = OmegaConf.load(client.download_artifacts(run_id, "config.yaml", tmp))
+    stored.resume = run_id
+    stored.tracking = cfg.tracking
+    return stored
+
+
+def run_cv(cfg: DictConfig) -> float:
+    """Cross-validate the config: K folds in one MLflow parent run with one child run per fold."""
+    from . import plots
+    from .devices import configure
+
+    client = tracking.client_for(cfg.tracking)
+    if cfg.resume:
+        cfg = _resumed_config(client, cfg.resume, cfg)
+        parent_id = cfg.resume
+        experiment = client.get_run(parent_id).info.experiment_id
+        done = _finished_folds(client, parent_id)
+        client.update_run(parent_id, status="RUNNING")
+        client.set_tag(parent_id, "hms.resumed", "true")
+    else:
+        experiment = tracking.experiment_id(client, cfg.tracking.experiment)
+        parent = client.create_run(experiment, run_name=f"{cfg.backbone.name}-{cfg.input.mix}-cv{cfg.cv.folds}",
+                                   tags={"hms.run_type": "cv"})
+        parent_id = parent.info.run_id
+        done = {}
+    print(f"MLflow run {parent_id} (experiment {experiment}) at {tracking.tracking_uri(cfg.tracking)}")
+    child_id = None
+    try:
+        if not cfg.resume:
+            tracking.log_params(client, parent_id, tracking.flat_params(cfg))
+            client.log_text(parent_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        devices = configure(cfg.trainer)
+        print(f"training on {devices.description}")
+        data = load_training_data(cfg)
+        folds = list(cfg.cv.only) if cfg.cv.only is not None else list(range(cfg.cv.folds))
+        histories, parts, example = {}, [], None
+        for fold in folds:
+            if fold in done:
+                print(f"fold {fold}: finished earlier, kept")
+                parts.append(done[fold])
+                continue
+            child = client.create_run(experiment, run_name=f"fold {fold}",
+                                      tags={"mlflow.parentRunId": parent_id, "hms.fold": str(fold), "hms.run_type": "fold"})
+            child_id = child.info.run_id
+            history = histories.setdefault(fold, {})
+            model, rows, predictions, val = train_fold(cfg, devices, data, fold, client, child_id, history)
+            part = oof_frame(data.samples, rows, predictions)
+            fold_kl = cv_scores(part)["cv_kl"]
+            tracking.log_frame(client, child_id, part, "oof_fold.parquet")
+            client.log_metric(child_id, "kl", fold_kl)
+            with tempfile.TemporaryDirectory() as tmp:
+                weights = Path(tmp) / f"fold{fold}.weights.h5"
+                model.save_weights(weights)
+                client.log_artifact(parent_id, str(weights), "models")
+            client.log_metric(parent_id, f"fold{fold}_kl", fold_kl)
+            client.set_terminated(child_id, "FINISHED")
+            child_id = None
+            print(f"fold {fold}: KL {fold_kl:.4f}")
+            parts.append(part)
+            if example is None:
+                example = _montage_image(model, val)
+        oof = pd.concat(parts, ignore_index=True).sort_values("eeg_id").reset_index(drop=True)
+        scores = cv_scores(oof)
+        for key, value in scores.items():
+            client.log_metric(parent_id, key, value)
+        tracking.log_frame(client, parent_id, oof, "oof.parquet")
+        _log_plots(client, parent_id, histories, oof, example, plots)
+        client.set_terminated(parent_id, "FINISHED")
+    except BaseException as error:
+        if child_id is not None:
+            tracking.fail_run(client, child_id, error)
+        tracking.fail_run(client, parent_id, error)
+        raise
+    print(f"cv_kl {scores['cv_kl']:.4f}" + (f"  cv_kl_hq {scores['cv_kl_hq']:.4f}" if "cv_kl_hq" in scores else "")
+          + f"  over {len(oof)} out-of-fold rows")
+    print(f"view it: run `mlflow ui` in {Path.cwd()} and open {tracking.ui_address(cfg.tracking, experiment, parent_id)}")
+    return scores["cv_kl"]
+
+
+def _montage_image(model, val) -> np.ndarray:
+    x, _ = val[0]
+    return np.asarray(model.get_layer("montage")(x[:1]))[0]
+
+
+def _log_plots(client, run_id, histories, oof, example, plots) -> None:
+    y, p = oof[list(TARGET_COLUMNS)].to_numpy(), oof[list(PRED_COLUMNS)].to_numpy()
+    figures = {"per_class_kl.png": plots.per_class_kl(y, p),
+               "confusion_matrix.png": plots.confusion_matrix(y.argmax(axis=1), p.argmax(axis=1))}
+    if histories:
+        figures["learning_curves.png"] = plots.learning_curves(histories)
+    if example is not None:
+        figures["input_montage.png"] = plots.montage(example, "one validation input as the backbone sees it")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, figure in figures.items():
+            plots.save(figure, Path(tmp) / name)
+            client.log_artifact(run_id, str(Path(tmp) / name), "plots")
+
+
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> float | None:
-    """Compose, validate and run one experiment."""
+def main(cfg: DictConfig) -> float:
+    """Compose, validate and run one cross-validated experiment; returns its CV KL."""
     try:
         validate(cfg)
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         sys.exit(2)
-    root = prepare_data(cfg)
-    print(OmegaConf.to_yaml(cfg))
-    print(f"data ready at {root}")
-    return None
+    return run_cv(cfg)
 
 
 if __name__ == "__main__":

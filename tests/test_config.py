@@ -11,7 +11,15 @@ def test_default_config_has_every_group_and_contract_key():
     for group in ("data", "backbone", "augmentation", "schedule", "input", "trainer", "cv", "tracking"):
         assert group in cfg
     assert cfg.data.name == "synthetic"
-    assert list(cfg.input.tile) == [128, 256]
+    assert list(compose(["data=kaggle", "data.root=/x"]).input.tile) == [128, 256]  # the seed's tiles on real data
+
+
+def test_synthetic_profile_sizes_the_default_for_a_cpu_and_overrides_win():
+    cfg = compose()
+    assert list(cfg.input.tile) == [32, 64] and cfg.trainer.epochs > 4
+    assert cfg.schedule.steps[-1][0] < cfg.trainer.epochs
+    cfg = compose(["input.tile=[128,256]", "trainer.epochs=3", "schedule=cosine"])
+    assert list(cfg.input.tile) == [128, 256] and cfg.trainer.epochs == 3 and "steps" not in cfg.schedule
     for key in ("precision", "strategy", "epochs", "batch_size"):
         assert key in cfg.trainer
     assert "seed" in cfg and "resume" in cfg

@@ -9,6 +9,7 @@ like the real ones and their votes from the true probabilities.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 import warnings
@@ -22,7 +23,7 @@ from ..constants import CLASSES, CONSENSUS_NAMES, EEG_COLUMNS, EEG_RATE, SPEC_CO
 from ..metrics import kl_divergence
 from . import signals
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 META_DIR = "_synthetic"  # kept aside from Kaggle's files: metadata, true probabilities, the test answer key
 
 # Raters per eeg_id in the real training votes (largest row total per eeg_id, data/train_votes.csv).
@@ -99,8 +100,60 @@ def _unique_ids(rng, n, low, high) -> np.ndarray:
     return ids[:n].astype(np.int64)
 
 
-def generate(out_dir, spec: SynthSpec = SynthSpec(), progress: bool = False) -> dict:
-    """Write the dataset of `spec` to `out_dir` (train/test files, sample_submission.csv and `_synthetic/`)."""
+def _train_recording(job):
+    """Simulate one training recording: write its EEG excerpts and its spectrogram; return train.csv rows
+    (without label ids) and the true probabilities with the votes of each of its eeg_ids."""
+    out, seq, members, spectrogram_id, patient_id, base_class = job
+    out, rng = Path(out), np.random.default_rng(seq)
+    segments, rows, truth, cursor = [], [], [], LEAD_SECONDS
+    for eeg_id in members:
+        extra = 2 * int(rng.integers(0, 12))
+        p = _true_probabilities(rng, base_class)
+        segments.append((cursor, 50 + extra, p))
+        votes = rng.multinomial(_raters(rng), p)
+        offsets = np.sort(rng.choice(np.arange(0, extra + 1, 2), size=1 + rng.binomial(extra // 2, 0.5), replace=False))
+        for k, offset in enumerate(offsets):
+            # The 10-minute spectrogram window is centred on the 50 s EEG window.
+            rows.append((eeg_id, k, float(offset), spectrogram_id, 0, float(cursor + offset + 25 - 300), patient_id,
+                         CONSENSUS_NAMES[int(np.argmax(votes))], *votes))
+        truth.append((eeg_id, "train", *p, *votes))
+        cursor += 50 + extra + 2 * int(rng.integers(5, 20))
+    recording = _simulate(rng, cursor - 2 * 5 + TRAIL_SECONDS, segments)
+    for eeg_id, (start, length, _) in zip(members, segments):
+        _write_parquet(out / "train_eegs" / f"{eeg_id}.parquet", recording[start * EEG_RATE:(start + length) * EEG_RATE], EEG_COLUMNS)
+    _write_spectrogram(out / "train_spectrograms" / f"{spectrogram_id}.parquet", recording)
+    return rows, truth
+
+
+def _test_recording(job):
+    """One test recording: a 10-minute spectrogram and the 50 s EEG at its centre, as Kaggle's test files."""
+    out, seq, eeg_id, spectrogram_id, patient_id = job
+    out, rng = Path(out), np.random.default_rng(seq)
+    p = _true_probabilities(rng, rng.choice(len(CLASSES), p=CLASS_PRIOR))
+    recording = _simulate(rng, 600, [(275, 50, p)], nan_runs=False)
+    _write_parquet(out / "test_eegs" / f"{eeg_id}.parquet", recording[275 * EEG_RATE:325 * EEG_RATE], EEG_COLUMNS)
+    _write_spectrogram(out / "test_spectrograms" / f"{spectrogram_id}.parquet", recording)
+    return (spectrogram_id, eeg_id, patient_id), (eeg_id, "test", *p, *rng.multinomial(_raters(rng), p))
+
+
+def _map(fn, jobs, workers, description):
+    """fn over jobs in order, in `workers` processes; results do not depend on the worker count."""
+    from tqdm import tqdm
+
+    bar = dict(total=len(jobs), desc=description, unit="rec", disable=description is None, mininterval=0.5)
+    if workers == 1 or len(jobs) < 4:
+        return [fn(job) for job in tqdm(jobs, **bar)]
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        return list(tqdm(pool.map(fn, jobs), **bar))
+
+
+def generate(out_dir, spec: SynthSpec = SynthSpec(), progress: bool = False, workers: int | None = None) -> dict:
+    """Write the dataset of `spec` to `out_dir` (train/test files, sample_submission.csv and `_synthetic/`),
+    simulating recordings in `workers` processes (default: all cores); the files do not depend on it."""
+    workers = workers or os.cpu_count() or 1
     started = time.perf_counter()
     if spec.eegs < 1 or spec.patients < 1 or spec.patients > spec.eegs:
         raise ValueError(f"need 1 <= patients <= eegs, got eegs={spec.eegs} patients={spec.patients}")
@@ -118,51 +171,21 @@ def generate(out_dir, spec: SynthSpec = SynthSpec(), progress: bool = False) -> 
     spec_ids = _unique_ids(layout_rng, n_rec + spec.n_test, 1_000, 2_147_483_647)
     base_class = layout_rng.choice(len(CLASSES), size=n_rec, p=CLASS_PRIOR)
 
-    rows, truth = [], []
-    rec_rngs = [np.random.default_rng(s) for s in signal_seq.spawn(n_rec + spec.n_test)]
-    label_ids = _unique_ids(layout_rng, 40 * spec.eegs, 1_000_000, 4_294_967_295)
-    next_label = 0
-    iterator = range(n_rec)
-    if progress:
-        from tqdm import tqdm
-        iterator = tqdm(iterator, desc="synthetic recordings", unit="rec")
-    for r in iterator:
-        rng = rec_rngs[r]
-        members = np.flatnonzero(eeg_rec == r)
-        segments, cursor = [], LEAD_SECONDS
-        for e in members:
-            extra = 2 * int(rng.integers(0, 12))
-            p = _true_probabilities(rng, base_class[r])
-            segments.append((cursor, 50 + extra, p))
-            raters = _raters(rng)
-            votes = rng.multinomial(raters, p)
-            offsets = np.sort(rng.choice(np.arange(0, extra + 1, 2), size=1 + rng.binomial(extra // 2, 0.5), replace=False))
-            for k, offset in enumerate(offsets):
-                rows.append((eeg_ids[e], k, float(offset), spec_ids[r], 0, float(cursor + offset + 25 - 300),
-                             label_ids[next_label], patient_ids[rec_patient[r]], CONSENSUS_NAMES[int(np.argmax(votes))], *votes))
-                next_label += 1
-            truth.append((eeg_ids[e], "train", *p, *votes))
-            cursor += 50 + extra + 2 * int(rng.integers(5, 20))
-        seconds = cursor - 2 * 5 + TRAIL_SECONDS
-        recording = _simulate(rng, seconds, segments)
-        for e, (start, length, _) in zip(members, segments):
-            _write_parquet(out / "train_eegs" / f"{eeg_ids[e]}.parquet", recording[start * EEG_RATE:(start + length) * EEG_RATE], EEG_COLUMNS)
-        _write_spectrogram(out / "train_spectrograms" / f"{spec_ids[r]}.parquet", recording)
-    train = pd.DataFrame(rows, columns=list(TRAIN_COLUMNS))
-    sub_ids = train.groupby("spectrogram_id").cumcount()
-    train["spectrogram_sub_id"] = sub_ids.to_numpy()
-    train.to_csv(out / "train.csv", index=False)
+    seqs = signal_seq.spawn(n_rec + spec.n_test)
+    train_jobs = [(str(out), seqs[r], eeg_ids[:spec.eegs][eeg_rec == r], spec_ids[r], patient_ids[rec_patient[r]], base_class[r])
+                  for r in range(n_rec)]
+    test_jobs = [(str(out), seqs[n_rec + t], eeg_ids[spec.eegs + t], spec_ids[n_rec + t], patient_ids[spec.patients + t])
+                 for t in range(spec.n_test)]
+    train_results = _map(_train_recording, train_jobs, workers, "synthetic train recordings" if progress else None)
+    test_results = _map(_test_recording, test_jobs, workers, "synthetic test recordings" if progress else None)
 
-    test_rows = []
-    for t in range(spec.n_test):
-        rng = rec_rngs[n_rec + t]
-        p = _true_probabilities(rng, rng.choice(len(CLASSES), p=CLASS_PRIOR))
-        recording = _simulate(rng, 600, [(275, 50, p)], nan_runs=False)
-        eeg_id, spectrogram_id = eeg_ids[spec.eegs + t], spec_ids[n_rec + t]
-        _write_parquet(out / "test_eegs" / f"{eeg_id}.parquet", recording[275 * EEG_RATE:325 * EEG_RATE], EEG_COLUMNS)
-        _write_spectrogram(out / "test_spectrograms" / f"{spectrogram_id}.parquet", recording)
-        test_rows.append((spectrogram_id, eeg_id, patient_ids[spec.patients + t]))
-        truth.append((eeg_id, "test", *p, *rng.multinomial(_raters(rng), p)))
+    rows = [row for result in train_results for row in result[0]]
+    truth = [row for result in train_results for row in result[1]] + [result[1] for result in test_results]
+    train = pd.DataFrame(rows, columns=[c for c in TRAIN_COLUMNS if c != "label_id"])
+    train.insert(TRAIN_COLUMNS.index("label_id"), "label_id", _unique_ids(layout_rng, len(train), 1_000_000, 4_294_967_295))
+    train["spectrogram_sub_id"] = train.groupby("spectrogram_id").cumcount().to_numpy()
+    train.to_csv(out / "train.csv", index=False)
+    test_rows = [result[0] for result in test_results]
     test = pd.DataFrame(test_rows, columns=["spectrogram_id", "eeg_id", "patient_id"])
     test.to_csv(out / "test.csv", index=False)
     uniform = pd.DataFrame({"eeg_id": test.eeg_id, **{c: 1 / len(CLASSES) for c in VOTE_COLUMNS}})

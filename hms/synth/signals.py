@@ -41,15 +41,19 @@ def _ekg(rng, n) -> np.ndarray:
 
 
 def spatial_gain(rng, kind: str) -> np.ndarray:
-    """(19,) field of a pattern: focal over one hemisphere, or generalised with a front-back gradient."""
+    """(19,) field of a pattern: focal over one hemisphere, or generalised with a front-back gradient.
+
+    Each electrode also gets its own gain, so neighbours differ and the pattern survives the
+    bipolar differences (a perfectly uniform field would cancel in every pair)."""
+    jitter = rng.uniform(0.4, 1.4, len(POSITIONS))
     if kind == "lateral":
         side = rng.choice([-1.0, 1.0])
         focus = np.array([side * rng.uniform(0.4, 1.0), rng.uniform(-0.8, 0.8)])
         distance = np.linalg.norm(POSITIONS - focus, axis=1)
-        gain = np.exp(-0.5 * (distance / rng.uniform(0.45, 0.7)) ** 2)
-        return gain * (POSITIONS[:, 0] * side > -0.05)
+        gain = np.exp(-0.5 * (distance / rng.uniform(0.5, 0.8)) ** 2)
+        return gain * jitter * (POSITIONS[:, 0] * side > -0.05)
     front = rng.uniform(0.3, 0.8)
-    return (1 - front / 2) + front / 2 * POSITIONS[:, 1] + rng.normal(0, 0.1, len(POSITIONS))
+    return ((1 - front / 2) + front / 2 * POSITIONS[:, 1]) * jitter
 
 
 def _discharges(rng, n, period_s) -> np.ndarray:
@@ -76,18 +80,18 @@ def pattern(rng, kind: str, n: int) -> np.ndarray:
     """(n, 19) µV of one class's morphology at full strength."""
     if kind == "seizure":  # evolving rhythmic 3-8 Hz, often focal
         f0 = rng.uniform(3, 5)
-        wave = 90 * _rhythm(rng, n, f0, min(8.0, f0 + rng.uniform(1.5, 3.5)))
+        wave = 200 * _rhythm(rng, n, f0, min(8.0, f0 + rng.uniform(1.5, 3.5)))
         gain = spatial_gain(rng, "lateral" if rng.uniform() < 0.5 else "general")
     elif kind == "lpd":
-        wave, gain = 160 * _discharges(rng, n, rng.uniform(0.6, 1.8)), spatial_gain(rng, "lateral")
+        wave, gain = 300 * _discharges(rng, n, rng.uniform(0.6, 1.8)), spatial_gain(rng, "lateral")
     elif kind == "gpd":
-        wave, gain = 160 * _discharges(rng, n, rng.uniform(0.4, 1.2)), spatial_gain(rng, "general")
+        wave, gain = 300 * _discharges(rng, n, rng.uniform(0.4, 1.2)), spatial_gain(rng, "general")
     elif kind == "lrda":
         f = rng.uniform(1, 3)
-        wave, gain = 90 * _rhythm(rng, n, f, f), spatial_gain(rng, "lateral")
+        wave, gain = 180 * _rhythm(rng, n, f, f), spatial_gain(rng, "lateral")
     elif kind == "grda":
         f = rng.uniform(1, 3)
-        wave, gain = 90 * _rhythm(rng, n, f, f), spatial_gain(rng, "general")
+        wave, gain = 180 * _rhythm(rng, n, f, f), spatial_gain(rng, "general")
     elif kind == "other":  # artifacts: eye blinks on the frontal poles and bursts of muscle activity
         return _artifacts(rng, n)
     else:
@@ -99,12 +103,12 @@ def _artifacts(rng, n) -> np.ndarray:
     out = np.zeros((n, len(SCALP)))
     t = np.arange(n) / EEG_RATE
     for centre in rng.uniform(0, n / EEG_RATE, max(1, int(n / EEG_RATE / 4))):
-        blink = 250 * np.exp(-0.5 * ((t - centre) / 0.12) ** 2)
+        blink = 300 * np.exp(-0.5 * ((t - centre) / 0.12) ** 2)
         out[:, [SCALP.index("Fp1"), SCALP.index("Fp2")]] += blink[:, None]
         out[:, [SCALP.index("F7"), SCALP.index("F8")]] += 0.4 * blink[:, None]
     for start in rng.uniform(0, n / EEG_RATE, max(1, int(n / EEG_RATE / 10))):
         i, length = int(start * EEG_RATE), int(rng.uniform(1, 4) * EEG_RATE)
-        burst = rng.normal(0, 60, (min(length, n - i), len(SCALP)))
+        burst = rng.normal(0, 100, (min(length, n - i), len(SCALP)))
         out[i:i + length] += burst * (np.abs(POSITIONS[:, 0]) > 0.6)  # temporal muscle
     return out
 

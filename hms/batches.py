@@ -1,0 +1,53 @@
+"""Batches of tiles from the feature cache for Keras: per-epoch shuffling, window sampling and augmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import keras
+
+
+class TileBatches(keras.utils.PyDataset):
+    """(x, y) batches: x (batch, H, W, 4 * kinds) float32 from the cache's memory maps, y the vote distributions.
+
+    `candidates[i]` holds the cache rows sample i may be drawn from: one row (its fixed window), or
+    all its labelled windows, one chosen at random each epoch (data.sampling=random).
+    """
+
+    def __init__(self, sources, candidates, targets, batch_size: int, augment=None, shuffle: bool = False,
+                 seed: int = 0, workers: int = 1, **kwargs):
+        super().__init__(workers=workers, use_multiprocessing=False, **kwargs)
+        self.sources = list(sources)
+        self.candidates = [np.atleast_1d(np.asarray(c)) for c in candidates]
+        self.targets = np.asarray(targets, np.float32)
+        self.batch_size = batch_size
+        self.augment = augment
+        self.shuffle = shuffle
+        self.rng = np.random.default_rng(seed)
+        self.shape = (*self.sources[0].shape[1:3], 4 * len(self.sources))
+        self._draw()
+
+    def _draw(self) -> None:
+        self.order = self.rng.permutation(len(self.targets)) if self.shuffle else np.arange(len(self.targets))
+        self.rows = np.array([c[self.rng.integers(len(c))] if len(c) > 1 else c[0] for c in self.candidates])
+
+    def __len__(self) -> int:
+        return int(np.ceil(len(self.targets) / self.batch_size))
+
+    def on_epoch_end(self) -> None:
+        if self.shuffle or any(len(c) > 1 for c in self.candidates):
+            self._draw()
+
+    def __getitem__(self, index: int):
+        picked = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+        return self.tiles(self.rows[picked]), self.targets[picked]
+
+    def tiles(self, rows: np.ndarray) -> np.ndarray:
+        """Tiles of cache `rows` (augmented if configured), kinds side by side on the channel axis."""
+        order = np.argsort(rows)  # read the memory maps in file order
+        x = np.empty((len(rows), *self.shape), np.float32)
+        for k, source in enumerate(self.sources):
+            x[order, ..., 4 * k:4 * k + 4] = source[rows[order]]
+        if self.augment is not None:
+            for i in range(len(x)):
+                x[i] = self.augment(image=x[i])["image"]
+        return x

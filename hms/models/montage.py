@@ -1,0 +1,51 @@
+"""The model: tiles laid out as one image, a backbone, and a float32 softmax over the six classes."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+from ..constants import CLASSES
+from .backbones import create_backbone
+
+
+@keras.saving.register_keras_serializable(package="hms")
+class TileMontage(layers.Layer):
+    """(batch, H, W, 4k) tiles to one (batch, 4H, kW, 3) image: each kind's 4 tiles stacked vertically,
+    the kinds side by side (Kaggle left, EEG right), repeated to 3 channels, as the seed lays them out."""
+
+    def __init__(self, kinds: int, **kwargs):
+        super().__init__(**kwargs)
+        self.kinds = kinds
+
+    def call(self, x):
+        columns = [ops.concatenate([x[..., 4 * k + i:4 * k + i + 1] for i in range(4)], axis=1) for k in range(self.kinds)]
+        image = ops.concatenate(columns, axis=2) if self.kinds > 1 else columns[0]
+        return ops.concatenate([image, image, image], axis=-1)
+
+    def compute_output_shape(self, shape):
+        return (shape[0], None if shape[1] is None else 4 * shape[1], None if shape[2] is None else self.kinds * shape[2], 3)
+
+    def get_config(self):
+        return {**super().get_config(), "kinds": self.kinds}
+
+
+def build_model(backbone: str, tile, kinds: int, source: str = "efficientnet", weights=None, dropout: float = 0.2,
+                bn_momentum: float | None = None):
+    """The classifier on (batch, H, W, 4*kinds) tiles; outputs class probabilities in float32.
+
+    `bn_momentum` replaces the backbone's batch-norm momentum (0.99): short runs from scratch need
+    faster-moving statistics, or validation sees running means still close to their initial values."""
+    height, width = tile
+    inputs = keras.Input((height, width, 4 * kinds), name="tiles")
+    image = TileMontage(kinds, name="montage")(inputs)
+    net = create_backbone(backbone, (4 * height, kinds * width, 3), source=source, weights=weights)
+    if bn_momentum is not None:
+        for layer in net.layers:
+            if isinstance(layer, layers.BatchNormalization):
+                layer.momentum = bn_momentum
+    features = net(image)
+    pooled = layers.GlobalAveragePooling2D(name="pool")(features)
+    pooled = layers.Dropout(dropout, name="dropout")(pooled)
+    outputs = layers.Dense(len(CLASSES), activation="softmax", dtype="float32", name="probabilities")(pooled)
+    return keras.Model(inputs, outputs, name=f"hms_{backbone}")

@@ -1,0 +1,72 @@
+"""Figures a user looks at after a CV run: learning curves, confusion matrix, per-class KL, an input montage."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .constants import CLASSES  # noqa: E402
+
+
+def learning_curves(histories: dict[int, dict[str, list[float]]]):
+    """Loss, validation loss and validation KL per epoch, one line per fold."""
+    figure, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for fold, history in sorted(histories.items()):
+        for axis, key in zip(axes, ("loss", "val_loss", "val_kl")):
+            if history.get(key):
+                axis.plot(range(1, len(history[key]) + 1), history[key], marker="o", label=f"fold {fold}")
+    for axis, key in zip(axes, ("training loss", "validation loss", "validation KL")):
+        axis.set_title(key)
+        axis.set_xlabel("epoch")
+        axis.legend(fontsize="small")
+    figure.tight_layout()
+    return figure
+
+
+def confusion_matrix(consensus: np.ndarray, predicted: np.ndarray):
+    """Rows: the consensus class (most votes); columns: the predicted class; cells: share of the row."""
+    counts = np.zeros((len(CLASSES), len(CLASSES)))
+    np.add.at(counts, (consensus, predicted), 1)
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    figure, axis = plt.subplots(figsize=(6, 5))
+    image = axis.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(CLASSES)):
+        for j in range(len(CLASSES)):
+            axis.text(j, i, f"{shares[i, j]:.2f}\n({int(counts[i, j])})", ha="center", va="center", fontsize=7)
+    axis.set_xticks(range(len(CLASSES)), CLASSES)
+    axis.set_yticks(range(len(CLASSES)), CLASSES)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("consensus")
+    figure.colorbar(image)
+    figure.tight_layout()
+    return figure
+
+
+def per_class_kl(y: np.ndarray, p: np.ndarray):
+    """Each class's share of the out-of-fold KL: mean over rows of y_c log(y_c / p_c)."""
+    p = np.clip(p, 1e-15, 1 - 1e-15)
+    terms = np.where(y > 0, y * np.log(np.where(y > 0, y, 1) / p), 0).mean(axis=0)
+    figure, axis = plt.subplots(figsize=(6, 4))
+    axis.bar(CLASSES, terms)
+    axis.set_ylabel("KL contribution")
+    axis.set_title(f"out-of-fold KL {terms.sum():.4f} by class")
+    figure.tight_layout()
+    return figure
+
+
+def montage(image: np.ndarray, title: str):
+    """One input as the backbone sees it (first of its 3 identical channels)."""
+    figure, axis = plt.subplots(figsize=(6, 6 * image.shape[0] / image.shape[1]))
+    axis.imshow(image[..., 0], aspect="auto", cmap="magma")  # row 0 at the top, as the backbone sees it
+    axis.set_title(title)
+    axis.axis("off")
+    figure.tight_layout()
+    return figure
+
+
+def save(figure, path) -> None:
+    figure.savefig(path, dpi=90)
+    plt.close(figure)

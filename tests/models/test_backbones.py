@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+
+from hms.models import TileMontage, build_model, create_backbone, list_backbones
+
+
+def test_registry_lists_b0_to_b7_for_both_sources():
+    expected = [f"efficientnet_b{i}" for i in range(8)]
+    assert list_backbones("efficientnet") == expected and list_backbones("keras") == expected
+    with pytest.raises(ValueError, match="unknown backbone 'resnet50'"):
+        create_backbone("resnet50", (64, 64, 3))
+
+
+@pytest.mark.parametrize("source", ["efficientnet", "keras"])
+def test_every_source_builds_and_runs(source):
+    backbone = create_backbone("efficientnet_b0", (64, 64, 3), source=source)
+    out = backbone(np.zeros((1, 64, 64, 3), np.float32))
+    assert out.shape[0] == 1 and out.shape[-1] == 1280
+
+
+def test_local_weights_file_is_loaded(tmp_path):
+    first = create_backbone("efficientnet_b0", (64, 64, 3))
+    path = tmp_path / "b0_offline.weights.h5"
+    first.save_weights(path)
+    second = create_backbone("efficientnet_b0", (64, 64, 3), weights=str(path))
+    fresh = create_backbone("efficientnet_b0", (64, 64, 3))
+    assert all(np.array_equal(a, b) for a, b in zip(first.get_weights(), second.get_weights()))
+    assert not all(np.array_equal(a, b) for a, b in zip(first.get_weights(), fresh.get_weights()))
+    with pytest.raises(FileNotFoundError, match="no_such.h5"):
+        create_backbone("efficientnet_b0", (64, 64, 3), weights=str(tmp_path / "no_such.h5"))
+    garbage = tmp_path / "garbage.weights.h5"
+    garbage.write_bytes(b"not weights")
+    with pytest.raises(ValueError, match="garbage.weights.h5: cannot be loaded"):
+        create_backbone("efficientnet_b0", (64, 64, 3), weights=str(garbage))
+
+
+def test_montage_lays_tiles_out_as_the_seed():
+    x = np.zeros((1, 2, 3, 8), np.float32)
+    for channel in range(8):
+        x[..., channel] = channel
+    image = np.asarray(TileMontage(2)(x))[0]
+    assert image.shape == (8, 6, 3)
+    # Kaggle tiles (channels 0-3) stacked top to bottom on the left, EEG tiles (4-7) on the right.
+    assert image[:, :3, 0].tolist() == [[0] * 3, [0] * 3, [1] * 3, [1] * 3, [2] * 3, [2] * 3, [3] * 3, [3] * 3]
+    assert image[:, 3:, 0].tolist() == [[4] * 3, [4] * 3, [5] * 3, [5] * 3, [6] * 3, [6] * 3, [7] * 3, [7] * 3]
+    assert (image[..., 0] == image[..., 2]).all()
+    single = np.asarray(TileMontage(1)(x[..., :4]))[0]
+    assert single.shape == (8, 3, 3)
+
+
+def test_model_outputs_float32_probabilities_under_mixed_precision():
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = build_model("efficientnet_b0", (16, 32), kinds=2)
+        assert model.get_layer("montage").compute_dtype == "float16"
+        out = model(np.random.default_rng(0).normal(size=(2, 16, 32, 8)).astype(np.float32))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert out.dtype == "float32" and out.shape == (2, 6)
+    np.testing.assert_allclose(np.asarray(out).sum(axis=1), 1, atol=1e-5)

@@ -1,0 +1,197 @@
+"""Real (tiny) cross-validated runs recorded in real MLflow stores."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from hms.config import compose
+from hms.constants import CLASSES
+from hms.metrics import kl_divergence
+from hms.train import run_cv
+
+from .conftest import REPO, run_module
+
+TINY = ["backbone=efficientnet_b0", "input.tile=[16,32]", "trainer.batch_size=16", "trainer.verbose=0",
+        "trainer.epochs=2", "schedule.steps=[[0,1.0e-3],[1,3.0e-4]]"]
+
+
+def tiny(root, store, *extra):
+    return [*TINY, "data=kaggle", f"data.root={root}", f"data.cache_dir={store}/cache", "data.workers=1",
+            f"tracking.uri=sqlite:///{store}/mlflow.db", *extra]
+
+
+def runs(store, experiment="hms"):
+    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    exp = client.get_experiment_by_name(experiment)
+    return client, exp, client.search_runs([exp.experiment_id])
+
+
+@pytest.fixture(scope="session")
+def cv_run(synthetic_root, tmp_path_factory):
+    """One 2-fold run of a tiny B0 with the random window sampling and hemisphere augmentation."""
+    store = tmp_path_factory.mktemp("cv_run")
+    cwd = os.getcwd()
+    os.chdir(store)  # the default artifact folder (mlruns/) is relative to where a run starts
+    try:
+        value = run_cv(compose(tiny(synthetic_root, store, "cv.folds=2", "data.sampling=random", "augmentation=hemisphere",
+                                    "cv.stage2=true", "cv.stage2_epochs=1")))
+    finally:
+        os.chdir(cwd)
+    return store, value
+
+
+def test_cv_run_writes_every_record(cv_run):
+    store, value = cv_run
+    client, experiment, all_runs = runs(store)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    parents = [r for r in all_runs if r.data.tags.get("hms.run_type") == "cv"]
+    children = [r for r in all_runs if "hms.fold" in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0]
+    assert sorted(c.data.tags["hms.fold"] for c in children) == ["0", "1"]
+    assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id and c.info.status == "FINISHED" for c in children)
+    for key in ("cv_kl", "cv_kl_hq", "fold0_kl", "fold1_kl"):
+        assert np.isfinite(parent.data.metrics[key])
+    assert parent.data.metrics["cv_kl"] == pytest.approx(value)
+    assert parent.data.params["backbone.name"] == "efficientnet_b0" and parent.data.params["cv.folds"] == "2"
+    for child in children:  # 2 epochs + 1 second-stage epoch, each with its lr
+        for key in ("loss", "val_loss", "val_kl", "lr"):
+            assert [m.step for m in client.get_metric_history(child.info.run_id, key)] == [0, 1, 2]
+        assert [m.value for m in client.get_metric_history(child.info.run_id, "lr")] == pytest.approx([1e-3, 3e-4, 1e-4])
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"config.yaml", "oof.parquet", "models", "plots"} <= artifacts
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "models")} == {"models/fold0.weights.h5", "models/fold1.weights.h5"}
+    plots = {a.path.split("/")[-1] for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert plots == {"learning_curves.png", "confusion_matrix.png", "per_class_kl.png", "input_montage.png"}
+
+
+def test_logged_cv_kl_equals_the_official_kl_of_oof(cv_run, synthetic_root):
+    store, value = cv_run
+    client, _, all_runs = runs(store)
+    parent = next(r for r in all_runs if r.data.tags.get("hms.run_type") == "cv")
+    oof = pd.read_parquet(client.download_artifacts(parent.info.run_id, "oof.parquet", str(store)))
+    assert list(oof.columns) == ["eeg_id", "fold", "total_votes", *(f"y_{c}" for c in CLASSES), *(f"p_{c}" for c in CLASSES)]
+    train = pd.read_csv(synthetic_root / "train.csv")
+    assert set(oof.eeg_id) == set(train.eeg_id)  # every sample predicted out of fold
+    y, p = oof.filter(like="y_").to_numpy(), oof.filter(like="p_").to_numpy()
+    assert parent.data.metrics["cv_kl"] == pytest.approx(kl_divergence(y, p), abs=1e-9)
+    hq = oof.total_votes >= 10
+    assert parent.data.metrics["cv_kl_hq"] == pytest.approx(kl_divergence(y[hq], p[hq]), abs=1e-9)
+    patients = oof.merge(train.groupby("eeg_id").patient_id.first().reset_index(), on="eeg_id")
+    assert (patients.groupby("patient_id").fold.nunique() == 1).all()  # no patient in two folds
+
+
+def test_mixed_float16_run_trains(synthetic_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    value = run_cv(compose(tiny(synthetic_root, tmp_path, "cv.folds=2", "cv.only=[1]", "trainer.epochs=1",
+                                "trainer.precision=mixed_float16", "schedule.steps=[[0,1.0e-3]]")))
+    client, _, all_runs = runs(tmp_path)
+    parent = next(r for r in all_runs if r.data.tags.get("hms.run_type") == "cv")
+    assert parent.data.params["trainer.precision"] == "mixed_float16"
+    assert np.isfinite(value) and set(parent.data.metrics) == {"cv_kl", "cv_kl_hq", "fold1_kl"} - ({"cv_kl_hq"} - set(parent.data.metrics))
+
+
+def test_two_replica_mirrored_strategy_fit(synthetic_root, tmp_path):
+    result = run_module("hms.train", *tiny(synthetic_root, tmp_path, "cv.folds=2", "cv.only=[0]", "trainer.epochs=1",
+                                           "trainer.strategy=mirrored", "trainer.cpu_devices=2", "schedule.steps=[[0,1.0e-3]]"),
+                        cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MirroredStrategy x2 on CPU" in result.stdout
+    _, _, all_runs = runs(tmp_path)
+    parent = next(r for r in all_runs if r.data.tags.get("hms.run_type") == "cv")
+    assert parent.info.status == "FINISHED" and np.isfinite(parent.data.metrics["cv_kl"])
+
+
+def test_crash_marks_the_run_failed_with_its_error(synthetic_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    garbage = tmp_path / "broken.weights.h5"
+    garbage.write_bytes(b"not an HDF5 file")
+    with pytest.raises(ValueError, match="cannot be loaded"):
+        run_cv(compose(tiny(synthetic_root, tmp_path, "cv.folds=2", f"backbone.weights={garbage}")))
+    _, _, all_runs = runs(tmp_path)
+    statuses = {r.data.tags.get("hms.run_type"): (r.info.status, r.data.tags.get("hms.error", "")) for r in all_runs}
+    assert statuses["cv"][0] == "FAILED" and "broken.weights.h5" in statuses["cv"][1]
+    assert statuses["fold"][0] == "FAILED" and "cannot be loaded" in statuses["fold"][1]
+
+
+def test_resume_after_a_killed_fold_keeps_finished_folds(synthetic_root, tmp_path):
+    args = tiny(synthetic_root, tmp_path, "cv.folds=2", "trainer.epochs=1", "schedule.steps=[[0,1.0e-3]]")
+    process = subprocess.Popen([sys.executable, "-m", "hms.train", *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.time() + 600
+    fold0 = None
+    while time.time() < deadline and process.poll() is None:  # kill it as soon as fold 0 is finished
+        if (tmp_path / "mlflow.db").exists():
+            try:
+                _, _, all_runs = runs(tmp_path)
+                fold0 = next((r for r in all_runs if r.data.tags.get("hms.fold") == "0" and r.info.status == "FINISHED"), None)
+            except Exception:  # the store is being created
+                fold0 = None
+            if fold0 is not None:
+                break
+        time.sleep(0.5)
+    assert fold0 is not None and process.poll() is None, "fold 0 did not finish before the run ended"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    _, _, all_runs = runs(tmp_path)
+    parent = next(r for r in all_runs if r.data.tags.get("hms.run_type") == "cv")
+    assert parent.info.status == "RUNNING"  # a killed process cannot say anything
+
+    result = run_module("hms.train", *args, f"resume={parent.info.run_id}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "fold 0: finished earlier, kept" in result.stdout and "fold 1: KL" in result.stdout
+    client, _, all_runs = runs(tmp_path)
+    parent = client.get_run(parent.info.run_id)
+    assert parent.info.status == "FINISHED" and {"fold0_kl", "fold1_kl", "cv_kl"} <= set(parent.data.metrics)
+    folds = [r for r in all_runs if "hms.fold" in r.data.tags]
+    assert sorted((r.data.tags["hms.fold"], r.info.status) for r in folds) == [("0", "FINISHED"), ("1", "FAILED"), ("1", "FINISHED")]
+    assert [r.info.run_id for r in folds if r.data.tags["hms.fold"] == "0"] == [fold0.info.run_id]  # not retrained
+    oof = pd.read_parquet(client.download_artifacts(parent.info.run_id, "oof.parquet", str(tmp_path)))
+    assert sorted(oof.fold.unique()) == [0, 1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_logs_to_a_real_mlflow_server_over_http(synthetic_root, tmp_path, monkeypatch):
+    import urllib.request
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                               "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+                               "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
+                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        uri = f"http://127.0.0.1:{port}"
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        monkeypatch.chdir(tmp_path)
+        args = [a for a in tiny(synthetic_root, tmp_path, "cv.folds=2", "cv.only=[0]", "trainer.epochs=1",
+                                "schedule.steps=[[0,1.0e-3]]", "tracking.experiment=shared") if not a.startswith("tracking.uri")]
+        value = run_cv(compose([*args, f"tracking.uri={uri}"]))
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name("shared")
+        parent = next(r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("hms.run_type") == "cv")
+        assert parent.data.metrics["cv_kl"] == pytest.approx(value)
+        oof = pd.read_parquet(client.download_artifacts(parent.info.run_id, "oof.parquet", str(tmp_path)))
+        assert len(oof) > 0 and (oof.fold == 0).all()
+        assert (tmp_path / "server-artifacts").is_dir()  # artifacts went through the server, not to a local folder
+        assert not (tmp_path / "mlruns").exists()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
