@@ -99,13 +99,39 @@ def _record_epoch_class():
     return RecordEpoch
 
 
-def train_fold(cfg, devices, data: TrainingData, fold: int, client, run_id: str, history: dict):
+class FreshModel:
+    """The run's compiled model, handed out at its initial weights and optimizer state for every fold,
+    so that folds after the first skip building the model and tracing its training graph."""
+
+    def __init__(self, cfg, devices, kinds: int):
+        import keras
+
+        from .models import build_model
+        from .schedule import lr_at
+
+        keras.utils.set_random_seed(cfg.seed)
+        with devices.strategy.scope():
+            self.model = build_model(cfg.backbone.name, tuple(cfg.input.tile), kinds, source=cfg.backbone.source,
+                                     weights=cfg.backbone.weights, dropout=cfg.backbone.dropout,
+                                     bn_momentum=cfg.backbone.bn_momentum)
+            _compile(self.model, lr_at(cfg.schedule, 0, cfg.trainer.epochs))
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.weights = self.model.get_weights()
+        self.optimizer_state = [v.numpy() for v in self.model.optimizer.variables]
+
+    def __call__(self):
+        self.model.set_weights(self.weights)
+        for variable, value in zip(self.model.optimizer.variables, self.optimizer_state):
+            variable.assign(value)
+        return self.model
+
+
+def train_fold(cfg, devices, data: TrainingData, fold: int, fresh_model: FreshModel, client, run_id: str, history: dict):
     """Train one fold (and its optional second stage); returns the model and its validation predictions."""
     import keras
 
     from .augment import build_augmentation
     from .batches import TileBatches
-    from .models import build_model
     from .schedule import lr_at
 
     RecordEpoch = _record_epoch_class()
@@ -119,11 +145,7 @@ def train_fold(cfg, devices, data: TrainingData, fold: int, client, run_id: str,
                         shuffle=True, seed=cfg.seed + fold, **common)
     val = TileBatches(data.sources, data.fixed_rows[val_idx], y[val_idx], **common)
     scale = devices.replicas if cfg.trainer.lr_scaling == "linear" else 1
-    with devices.strategy.scope():
-        model = build_model(cfg.backbone.name, tuple(cfg.input.tile), len(data.sources), source=cfg.backbone.source,
-                            weights=cfg.backbone.weights, dropout=cfg.backbone.dropout,
-                            bn_momentum=cfg.backbone.bn_momentum)
-        _compile(model, scale * lr_at(cfg.schedule, 0, cfg.trainer.epochs))
+    model = fresh_model()
     record = RecordEpoch(client, run_id, history)
     schedule = keras.callbacks.LearningRateScheduler(lambda epoch: scale * lr_at(cfg.schedule, epoch, cfg.trainer.epochs))
     model.fit(train, validation_data=val, epochs=cfg.trainer.epochs, verbose=cfg.trainer.verbose, callbacks=[schedule, record])
@@ -215,7 +237,7 @@ def run_cv(cfg: DictConfig) -> float:
         print(f"training on {devices.description}")
         data = load_training_data(cfg)
         folds = list(cfg.cv.only) if cfg.cv.only is not None else list(range(cfg.cv.folds))
-        histories, parts, example = {}, [], None
+        histories, parts, example, fresh_model = {}, [], None, None
         for fold in folds:
             if fold in done:
                 print(f"fold {fold}: finished earlier, kept")
@@ -225,7 +247,8 @@ def run_cv(cfg: DictConfig) -> float:
                                       tags={"mlflow.parentRunId": parent_id, "hms.fold": str(fold), "hms.run_type": "fold"})
             child_id = child.info.run_id
             history = histories.setdefault(fold, {})
-            model, rows, predictions, val = train_fold(cfg, devices, data, fold, client, child_id, history)
+            fresh_model = fresh_model or FreshModel(cfg, devices, len(data.sources))
+            model, rows, predictions, val = train_fold(cfg, devices, data, fold, fresh_model, client, child_id, history)
             part = oof_frame(data.samples, rows, predictions)
             fold_kl = cv_scores(part)["cv_kl"]
             tracking.log_frame(client, child_id, part, "oof_fold.parquet")

@@ -16,7 +16,7 @@ def test_default_config_has_every_group_and_contract_key():
 
 def test_synthetic_profile_sizes_the_default_for_a_cpu_and_overrides_win():
     cfg = compose()
-    assert list(cfg.input.tile) == [32, 64] and cfg.trainer.epochs > 4
+    assert list(cfg.input.tile) == [16, 32] and cfg.trainer.epochs > 4
     assert cfg.schedule.steps[-1][0] < cfg.trainer.epochs
     cfg = compose(["input.tile=[128,256]", "trainer.epochs=3", "schedule=cosine"])
     assert list(cfg.input.tile) == [128, 256] and cfg.trainer.epochs == 3 and "steps" not in cfg.schedule

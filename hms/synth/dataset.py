@@ -23,7 +23,7 @@ from ..constants import CLASSES, CONSENSUS_NAMES, EEG_COLUMNS, EEG_RATE, SPEC_CO
 from ..metrics import kl_divergence
 from . import signals
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 META_DIR = "_synthetic"  # kept aside from Kaggle's files: metadata, true probabilities, the test answer key
 
 # Raters per eeg_id in the real training votes (largest row total per eeg_id, data/train_votes.csv).
@@ -53,7 +53,7 @@ class SynthSpec:
 def _true_probabilities(rng, base_class: int) -> np.ndarray:
     """A class-probability vector: mostly one class (the recording's, often), the rest spread out."""
     dominant = base_class if rng.uniform() < 0.6 else rng.choice(len(CLASSES), p=CLASS_PRIOR)
-    strength = rng.uniform(0.35, 0.97)
+    strength = rng.uniform(0.55, 0.98)
     p = (1 - strength) * rng.dirichlet(np.full(len(CLASSES), 0.6))
     p[dominant] += strength
     return p
