@@ -10,6 +10,15 @@ from .data import load_test, load_train
 from .features.cache import FeatureCache, build_caches
 
 
+def prepare_data(cfg: DictConfig):
+    """The data root of `cfg`: the embedded synthetic dataset is generated on first use."""
+    if cfg.data.name == "synthetic":
+        from .synth import SynthSpec, ensure_dataset
+
+        return ensure_dataset(cfg.data.root, SynthSpec(eegs=cfg.data.eegs, patients=cfg.data.patients, seed=cfg.data.synth_seed))
+    return cfg.data.root
+
+
 def feature_kinds(mix: str) -> tuple[str, ...]:
     """The tile kinds an `input.mix` needs, in montage order (Kaggle tiles first)."""
     return {"both": ("kaggle", "eeg"), "kaggle": ("kaggle",), "eeg": ("eeg",)}[mix]
@@ -37,7 +46,6 @@ def main(cfg: DictConfig) -> None:
     from pathlib import Path
 
     from .config import validate
-    from .train import prepare_data
 
     validate(cfg)
     root = prepare_data(cfg)

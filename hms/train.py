@@ -21,19 +21,10 @@ from .config import ConfigError, validate  # noqa: E402
 from .constants import CLASSES  # noqa: E402
 from .data import HQ_VOTES, TARGET_COLUMNS, assign_folds, load_train, targets  # noqa: E402
 from .metrics import kl_divergence  # noqa: E402
-from .prepare import build_features, feature_kinds, train_items  # noqa: E402
+from .prepare import build_features, feature_kinds, prepare_data, train_items  # noqa: E402
 
 PRED_COLUMNS = tuple(f"p_{c}" for c in CLASSES)
 OOF_COLUMNS = ("eeg_id", "fold", "total_votes", *TARGET_COLUMNS, *PRED_COLUMNS)
-
-
-def prepare_data(cfg: DictConfig):
-    """The data root of `cfg`: the embedded synthetic dataset is generated on first use."""
-    if cfg.data.name == "synthetic":
-        from .synth import SynthSpec, ensure_dataset
-
-        return ensure_dataset(cfg.data.root, SynthSpec(eegs=cfg.data.eegs, patients=cfg.data.patients, seed=cfg.data.synth_seed))
-    return cfg.data.root
 
 
 @dataclass

@@ -71,24 +71,35 @@ def read_test_csv(root) -> pd.DataFrame:
     return read_table_csv(Path(root) / "test.csv", TEST_COLUMNS)
 
 
-def _read_parquet(path, columns) -> np.ndarray:
+def _read_parquet(path, columns, only=None) -> np.ndarray:
+    """(rows, len(columns)) float32 after checking the file has exactly `columns`; with `only`, just
+    those columns are read from disk and the others are left as zeros."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
-        table = pq.read_table(path)
+        if only is not None:
+            _check_columns(path, pq.read_schema(path).names, columns)
+        table = pq.read_table(path, columns=list(only) if only is not None else None)
+    except DataError:
+        raise
     except Exception as error:  # pyarrow raises several kinds on a truncated or corrupt file
         raise DataError(f"{path}: unreadable parquet ({error})") from error
-    _check_columns(path, table.column_names, columns)
+    if only is None:
+        _check_columns(path, table.column_names, columns)
     try:
-        return np.column_stack([table.column(c).to_numpy(zero_copy_only=False) for c in columns]).astype(np.float32, copy=False)
+        present = set(table.column_names)
+        zeros = np.zeros(table.num_rows, np.float32)
+        return np.column_stack([table.column(c).to_numpy(zero_copy_only=False) if c in present else zeros
+                                for c in columns]).astype(np.float32, copy=False)
     except (TypeError, ValueError) as error:
         raise DataError(f"{path}: columns are not numeric ({error})") from error
 
 
-def read_eeg(path) -> np.ndarray:
-    """An EEG parquet as a float32 (rows, 20) array in Kaggle's column order (µV, 200 Hz)."""
-    return _read_parquet(path, EEG_COLUMNS)
+def read_eeg(path, only=None) -> np.ndarray:
+    """An EEG parquet as a float32 (rows, 20) array in Kaggle's column order (µV, 200 Hz); `only`
+    names the channels to read (the others stay zero), e.g. those of the bipolar chains."""
+    return _read_parquet(path, EEG_COLUMNS, only)
 
 
 def read_spectrogram(path) -> np.ndarray:

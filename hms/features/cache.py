@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from ..constants import EEG_RATE, EEG_WINDOW_ROWS
 from ..data.layout import DataError, eeg_path, read_eeg, read_spectrogram, spectrogram_path
-from .eeg import eeg_spectrograms
+from .eeg import CHAIN_CHANNELS, eeg_spectrograms
 from .kaggle import kaggle_tiles
 
 CACHE_VERSION = 1
@@ -78,7 +78,7 @@ def _compute(kind: str, root: str, split: str, file_id: int, offsets: np.ndarray
             raise DataError(f"{path}: {len(frame)} rows, but a labelled window starts at row {int(offsets.max() // 2)}")
         return _resize(np.stack([kaggle_tiles(frame, o) for o in offsets]), tile)
     path = eeg_path(root, file_id, split)
-    frame = read_eeg(path)
+    frame = read_eeg(path, only=CHAIN_CHANNELS)  # Fz, Cz, Pz and EKG are in no chain
     starts = np.round(offsets * EEG_RATE).astype(int)
     if starts.max() + EEG_WINDOW_ROWS > len(frame):
         raise DataError(f"{path}: {len(frame)} rows, but a labelled window needs {starts.max() + EEG_WINDOW_ROWS}")

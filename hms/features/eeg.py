@@ -22,6 +22,7 @@ WIDTH = 256
 TOP_DB = 80.0
 AMIN = 1e-10
 PAIRS = np.array([[EEG_COLUMNS.index(a), EEG_COLUMNS.index(b)] for r in REGIONS for a, b in CHAINS[r]])  # (16, 2)
+CHAIN_CHANNELS = tuple(EEG_COLUMNS[i] for i in sorted(set(PAIRS.ravel())))  # the 16 electrodes the chains use
 
 
 def mel_filters() -> np.ndarray:

@@ -53,3 +53,14 @@ def test_train_csv_with_a_renamed_column_names_it(synthetic_root, tmp_path):
 
 def test_spec_columns_match_kaggle_exactly(kaggle_sample):
     assert tuple(pd.read_parquet(kaggle_sample / "test_spectrograms" / "853520.parquet").columns) == SPEC_COLUMNS
+
+
+def test_reading_only_some_channels_still_checks_the_whole_schema(kaggle_sample, tmp_path):
+    path = kaggle_sample / "test_eegs" / "3911565283.parquet"
+    full = read_eeg(path)
+    part = read_eeg(path, only=("Fp1", "O2"))
+    np.testing.assert_array_equal(part[:, [0, 18]], full[:, [0, 18]])
+    assert (part[:, 1:18] == 0).all()
+    pd.read_parquet(path).drop(columns=["EKG"]).to_parquet(tmp_path / "1.parquet")
+    with pytest.raises(DataError, match=r"missing column\(s\) \['EKG'\]"):
+        read_eeg(tmp_path / "1.parquet", only=("Fp1",))
