@@ -199,8 +199,12 @@ def _resumed_config(client, run_id: str, cfg: DictConfig) -> DictConfig:
     return stored
 
 
-def run_cv(cfg: DictConfig) -> float:
-    """Cross-validate the config: K folds in one MLflow parent run with one child run per fold."""
+def run_cv(cfg: DictConfig, tags: dict | None = None, on_fold=None) -> float:
+    """Cross-validate the config: K folds in one MLflow parent run with one child run per fold.
+
+    `tags` go on the parent run. `on_fold(fold, fold_kl, run_id)` is called as each fold finishes;
+    if it returns True the run stops there (a sweep's pruner): it keeps its finished folds' records,
+    is tagged `hms.pruned=true` and ended KILLED, and the KL over those folds is returned."""
     from . import plots
     from .devices import configure
 
@@ -215,7 +219,7 @@ def run_cv(cfg: DictConfig) -> float:
     else:
         experiment = tracking.experiment_id(client, cfg.tracking.experiment)
         parent = client.create_run(experiment, run_name=f"{cfg.backbone.name}-{cfg.input.mix}-cv{cfg.cv.folds}",
-                                   tags={"hms.run_type": "cv"})
+                                   tags={"hms.run_type": "cv", **(tags or {})})
         parent_id = parent.info.run_id
         done = {}
     print(f"MLflow run {parent_id} (experiment {experiment}) at {tracking.tracking_uri(cfg.tracking)}")
@@ -228,7 +232,7 @@ def run_cv(cfg: DictConfig) -> float:
         print(f"training on {devices.description}")
         data = load_training_data(cfg)
         folds = list(cfg.cv.only) if cfg.cv.only is not None else list(range(cfg.cv.folds))
-        histories, parts, example, fresh_model = {}, [], None, None
+        histories, parts, example, fresh_model, stopped = {}, [], None, None, False
         for fold in folds:
             if fold in done:
                 print(f"fold {fold}: finished earlier, kept")
@@ -255,13 +259,20 @@ def run_cv(cfg: DictConfig) -> float:
             parts.append(part)
             if example is None:
                 example = _montage_image(model, val)
+            if on_fold is not None and on_fold(fold, fold_kl, parent_id):
+                stopped = fold != folds[-1]
+                if stopped:
+                    print(f"stopped after fold {fold} (pruned)")
+                    break
         oof = pd.concat(parts, ignore_index=True).sort_values("eeg_id").reset_index(drop=True)
         scores = cv_scores(oof)
         for key, value in scores.items():
             client.log_metric(parent_id, key, value)
         tracking.log_frame(client, parent_id, oof, "oof.parquet")
         _log_plots(client, parent_id, histories, oof, example, plots)
-        client.set_terminated(parent_id, "FINISHED")
+        if stopped:
+            client.set_tag(parent_id, "hms.pruned", "true")
+        client.set_terminated(parent_id, "KILLED" if stopped else "FINISHED")
     except BaseException as error:
         if child_id is not None:
             tracking.fail_run(client, child_id, error)

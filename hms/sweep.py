@@ -1,0 +1,396 @@
+"""`python -m hms.sweep launch|status|best`: Optuna searches over Hydra overrides, pruned fold by fold.
+
+A search space is a YAML file in `sweeps/`:
+
+    study: tiny                  # the study's name (default: the file's name)
+    direction: minimize
+    sampler: {name: tpe, seed: 0}                # tpe or random
+    pruner: {name: median, n_startup_trials: 1}  # median or none
+    base: [trainer.epochs=2]                     # overrides every trial gets
+    params:
+      backbone: {type: categorical, choices: [efficientnet_b0, efficientnet_b1]}
+      trainer.batch_size: {type: int, low: 8, high: 32, step: 8}
+      schedule.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true, when: {schedule: cosine}}
+
+Each trial composes base + sampled + trailing overrides, runs one `hms.train` CV run and reports
+the mean KL of its finished folds after each fold, so the pruner can stop it early.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+SWEEPS_DIR = Path("sweeps")
+TYPES = ("categorical", "int", "float")
+
+
+class SpaceError(ValueError):
+    """A search space that cannot be used: names the file and the key."""
+
+
+@dataclass
+class Space:
+    """A parsed search space."""
+
+    path: Path
+    study: str
+    direction: str = "minimize"
+    sampler: dict = field(default_factory=lambda: {"name": "tpe"})
+    pruner: dict = field(default_factory=lambda: {"name": "median"})
+    base: list = field(default_factory=list)
+    params: dict = field(default_factory=dict)
+
+
+def override_value(value) -> str:
+    """A value as Hydra's override grammar writes it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(override_value(v) for v in value) + "]"
+    if value is None:
+        return "null"
+    return str(value)
+
+
+def load_space(path) -> Space:
+    """Read and check a search-space YAML; every problem names the file and the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpaceError(f"{path}: no such search-space file")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise SpaceError(f"{path}: not valid YAML ({error})") from error
+    if not isinstance(raw, dict):
+        raise SpaceError(f"{path}: a search space is a mapping of study, direction, sampler, pruner, base, params")
+    unknown = set(raw) - {"study", "direction", "sampler", "pruner", "base", "params"}
+    if unknown:
+        raise SpaceError(f"{path}: unknown key(s) {sorted(unknown)}")
+    space = Space(path, raw.get("study") or path.stem, raw.get("direction", "minimize"),
+                  raw.get("sampler") or {"name": "tpe"}, raw.get("pruner") or {"name": "median"},
+                  list(raw.get("base") or []), dict(raw.get("params") or {}))
+    if space.direction not in ("minimize", "maximize"):
+        raise SpaceError(f"{path}: direction must be minimize or maximize, got {space.direction!r}")
+    if space.sampler.get("name") not in ("tpe", "random"):
+        raise SpaceError(f"{path}: sampler.name must be tpe or random, got {space.sampler.get('name')!r}")
+    if space.pruner.get("name") not in ("median", "threshold", "none"):
+        raise SpaceError(f"{path}: pruner.name must be median, threshold or none, got {space.pruner.get('name')!r}")
+    if space.pruner["name"] == "threshold" and "upper" not in space.pruner:
+        raise SpaceError(f"{path}: pruner.upper is needed by the threshold pruner (stop trials whose mean fold KL exceeds it)")
+    if not space.params:
+        raise SpaceError(f"{path}: params is empty: nothing to search")
+    for key, spec in space.params.items():
+        where = f"{path}: params.{key}"
+        if not isinstance(spec, dict) or spec.get("type") not in TYPES:
+            raise SpaceError(f"{where}: type must be one of {', '.join(TYPES)}")
+        if spec["type"] == "categorical" and not spec.get("choices"):
+            raise SpaceError(f"{where}: a categorical parameter needs choices")
+        if spec["type"] in ("int", "float"):
+            if "low" not in spec or "high" not in spec or not float(spec["low"]) < float(spec["high"]):
+                raise SpaceError(f"{where}: needs low < high")
+            if spec.get("log") and float(spec["low"]) <= 0:
+                raise SpaceError(f"{where}: a log scale needs low > 0")
+        for other in (spec.get("when") or {}):
+            if other not in space.params or list(space.params).index(other) > list(space.params).index(key):
+                raise SpaceError(f"{where}: when refers to {other!r}, which is not a parameter listed before it")
+    return space
+
+
+def check_composes(space: Space, trailing=()) -> None:
+    """Compose the base config with every categorical choice and both ends of every range, before any
+    training: a key or group that does not exist, or a value hms rejects, fails here naming it."""
+    from hydra.errors import HydraException
+
+    from .config import ConfigError, compose
+
+    fixed = [*space.base, *trailing]
+    try:
+        compose(fixed)
+    except (HydraException, ConfigError) as error:
+        raise SpaceError(f"{space.path}: base overrides {fixed} do not compose: {error}") from error
+    for key, spec in space.params.items():
+        values = spec["choices"] if spec["type"] == "categorical" else [spec["low"], spec["high"]]
+        for value in values:
+            override = f"{key}={override_value(int(value) if spec['type'] == 'int' else value)}"
+            try:
+                compose([*fixed, *_conditions(space, key), override])
+            except (HydraException, ConfigError) as error:
+                raise SpaceError(f"{space.path}: params.{key}: {override} does not compose: {error}") from error
+
+
+def _conditions(space: Space, key: str) -> list[str]:
+    """Overrides that make `key`'s `when` conditions true, to check it in the config it would meet."""
+    return [f"{k}={override_value(v)}" for k, v in (space.params[key].get("when") or {}).items()]
+
+
+def sample(trial, space: Space) -> list[str]:
+    """The trial's overrides for the space's parameters (conditional ones only where their condition holds)."""
+    chosen, overrides = {}, []
+    for key, spec in space.params.items():
+        if any(chosen.get(k) != override_value(v) for k, v in (spec.get("when") or {}).items()):
+            continue
+        if spec["type"] == "categorical":
+            labels = [override_value(c) for c in spec["choices"]]
+            value = trial.suggest_categorical(key, labels)
+        elif spec["type"] == "int":
+            value = override_value(trial.suggest_int(key, int(spec["low"]), int(spec["high"]), step=int(spec.get("step", 1)),
+                                                     log=bool(spec.get("log", False))))
+        else:
+            value = override_value(trial.suggest_float(key, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False))))
+        chosen[key] = value
+        overrides.append(f"{key}={value}")
+    return overrides
+
+
+def default_storage(study: str) -> str:
+    """The embedded default: a SQLite file per study under sweeps/."""
+    SWEEPS_DIR.mkdir(exist_ok=True)
+    return f"sqlite:///{SWEEPS_DIR / study}.db"
+
+
+def open_storage(url: str):
+    """Optuna storage for a URL: an RDB (SQLite, PostgreSQL ...) with heartbeats, so a trial whose
+    process died is marked failed; or a journal file (`*.journal` / `journal:PATH`)."""
+    import optuna
+
+    if url.startswith("journal:") or url.endswith(".journal"):
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(url, heartbeat_interval=20, grace_period=60)
+
+
+def create_study(space: Space, storage: str, study_name: str | None = None):
+    import optuna
+
+    sampler = (optuna.samplers.RandomSampler(seed=space.sampler.get("seed")) if space.sampler["name"] == "random"
+               else optuna.samplers.TPESampler(seed=space.sampler.get("seed"),
+                                               n_startup_trials=int(space.sampler.get("n_startup_trials", 5))))
+    settings = space.pruner
+    if settings["name"] == "none":
+        pruner = optuna.pruners.NopPruner()
+    elif settings["name"] == "threshold":  # e.g. stop any trial whose folds so far are worse than the prior
+        pruner = optuna.pruners.ThresholdPruner(upper=float(settings["upper"]), n_warmup_steps=int(settings.get("n_warmup_steps", 0)))
+    else:
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=int(settings.get("n_startup_trials", 2)),
+                                             n_warmup_steps=int(settings.get("n_warmup_steps", 0)))
+    return optuna.create_study(study_name=study_name or space.study, storage=open_storage(storage), sampler=sampler,
+                               pruner=pruner, direction=space.direction, load_if_exists=True)
+
+
+def finished_trials(study) -> int:
+    import optuna
+
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def _sweep_run(client, experiment: str, study_name: str, space: Space, storage: str) -> str:
+    """The study's MLflow sweep run, created on first launch and reused after."""
+    runs = client.search_runs([experiment], f"tags.`hms.run_type` = 'sweep' and tags.`hms.sweep` = '{study_name}'")
+    if runs:
+        return runs[0].info.run_id
+    run = client.create_run(experiment, run_name=f"sweep {study_name}", tags={"hms.run_type": "sweep", "hms.sweep": study_name})
+    client.log_text(run.info.run_id, space.path.read_text(), "search_space.yaml")
+    for key, value in (("study", study_name), ("direction", space.direction), ("sampler", space.sampler["name"]),
+                       ("pruner", space.pruner["name"]), ("storage", storage.split("@")[-1])):
+        client.log_param(run.info.run_id, key, value)
+    return run.info.run_id
+
+
+def _refresh(client, run_id: str, study) -> None:
+    """Best value so far and the study's plots on the sweep run."""
+    import warnings
+
+    import optuna
+
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not complete:
+        return
+    client.log_metric(run_id, "best_value", study.best_value, step=len(study.trials))
+    client.set_tag(run_id, "hms.best_trial", str(study.best_trial.number))
+    from .plots import save
+
+    with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
+        warnings.simplefilter("ignore")
+        from optuna.visualization import matplotlib as vis
+
+        plots = {"optimization_history.png": vis.plot_optimization_history}
+        if len(complete) >= 2:
+            plots.update({"param_importances.png": vis.plot_param_importances,
+                          "parallel_coordinate.png": vis.plot_parallel_coordinate})
+        for name, plot in plots.items():
+            try:
+                axes = plot(study)
+            except (ValueError, RuntimeError):  # e.g. importances with a single distinct value
+                continue
+            figure = (axes.flat[0] if hasattr(axes, "flat") else axes).get_figure()
+            save(figure, Path(tmp) / name)
+            client.log_artifact(run_id, str(Path(tmp) / name), "plots")
+
+
+def launch(space_path, trials: int, storage: str | None = None, study_name: str | None = None, trailing=()) -> None:
+    """Run trials of the study until it holds `trials` finished ones (complete, pruned or failed)."""
+    import optuna
+
+    from . import tracking
+    from .config import compose
+    from .train import run_cv
+
+    space = load_space(space_path)
+    check_composes(space, trailing)
+    name = study_name or space.study
+    storage = storage or default_storage(name)
+    study = create_study(space, storage, name)
+    cfg0 = compose([*space.base, *trailing])
+    client = tracking.client_for(cfg0.tracking)
+    experiment = tracking.experiment_id(client, cfg0.tracking.experiment)
+    sweep_run = _sweep_run(client, experiment, name, space, storage)
+
+    def objective(trial):
+        import keras
+
+        keras.backend.clear_session()  # one process runs many trials: free the previous models
+        overrides = [*space.base, *sample(trial, space), *trailing]
+        trial.set_user_attr("overrides", overrides)
+        cfg = compose(overrides)
+        planned = len(cfg.cv.only) if cfg.cv.only is not None else cfg.cv.folds
+        folds = []
+
+        def on_fold(fold, kl, run_id):
+            trial.set_user_attr("mlflow_run_id", run_id)
+            folds.append(kl)
+            trial.report(sum(folds) / len(folds), step=len(folds) - 1)  # mean KL of the folds so far
+            return trial.should_prune()
+
+        tags = {"hms.sweep": name, "hms.trial": str(trial.number)}
+        tags.update({f"hms.param.{k}": v for k, v in trial.params.items()})
+        value = run_cv(cfg, tags=tags, on_fold=on_fold)
+        if len(folds) < planned:  # run_cv stopped early: the pruner said so
+            raise optuna.TrialPruned(f"pruned after {len(folds)} fold(s), mean KL {value:.4f}")
+        return value
+
+    def after(study, trial):
+        _refresh(client, sweep_run, study)
+        if finished_trials(study) >= trials:
+            study.stop()
+
+    remaining = trials - finished_trials(study)
+    if remaining <= 0:
+        print(f"study {name} already holds {finished_trials(study)} finished trial(s) (asked for {trials})")
+        return
+    study.optimize(objective, n_trials=remaining, callbacks=[after], catch=(Exception,))
+    print(f"study {name}: {finished_trials(study)} finished trial(s); best {_best_line(study)}")
+
+
+def _best_line(study) -> str:
+    try:
+        best = study.best_trial
+    except ValueError:
+        return "none yet"
+    return f"trial {best.number} value {best.value:.4f}"
+
+
+def status(storage: str, study_name: str) -> str:
+    """A table of the study's trials: number, state, value, duration, params."""
+    import optuna
+
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+    lines = [f"{'trial':>5}  {'state':8}  {'value':>8}  {'seconds':>8}  params   (value: CV KL, or a pruned trial's last mean fold KL)"]
+    for trial in study.get_trials(deepcopy=False):
+        seconds = (trial.datetime_complete - trial.datetime_start).total_seconds() if trial.datetime_complete else None
+        reported = trial.value if trial.value is not None else (
+            list(trial.intermediate_values.values())[-1] if trial.intermediate_values else None)
+        value = "-" if reported is None else f"{reported:.4f}"
+        lines.append(f"{trial.number:>5}  {trial.state.name:8}  {value:>8}  {seconds if seconds is None else round(seconds):>8}  "
+                     + " ".join(f"{k}={v}" for k, v in trial.params.items()))
+    return "\n".join(lines)
+
+
+def best(storage: str, study_name: str) -> str:
+    """The best trial: value, params, its MLflow run id and the command that reproduces it."""
+    import optuna
+
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+    trial = study.best_trial
+    command = "python -m hms.train " + " ".join(shlex.quote(o) for o in trial.user_attrs.get("overrides", []))
+    return (f"best trial {trial.number}: value {trial.value:.4f}\n"
+            f"params: {trial.params}\nMLflow run: {trial.user_attrs.get('mlflow_run_id')}\nreproduce: {command}")
+
+
+def _workers(args, argv) -> int:
+    """Start `--workers N` launch processes on one study (each pinned to its GPUs where there are any)."""
+    gpus = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g] or _visible_gpus()
+    per = args.gpus_per_trial
+    base = [a for a in argv if not a.startswith("--workers")]
+    processes = []
+    for w in range(args.workers):
+        env = dict(os.environ)
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus[(w * per) % len(gpus):(w * per) % len(gpus) + per])
+        processes.append(subprocess.Popen([sys.executable, "-m", "hms.sweep", *base, "--workers", "1"], env=env))
+        time.sleep(1)  # let the first worker create the study
+    return max(p.wait() for p in processes)
+
+
+def _visible_gpus() -> list[str]:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True, text=True, timeout=10)
+        return [line.strip() for line in out.stdout.splitlines() if line.strip()]
+    except (OSError, subprocess.SubprocessError):
+        return []
+
+
+def main(argv=None) -> int:
+    """The `python -m hms.sweep` command line."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    trailing = []
+    if "--" in argv:
+        trailing = argv[argv.index("--") + 1:]
+        argv = argv[:argv.index("--")]
+    parser = argparse.ArgumentParser(prog="python -m hms.sweep", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("launch", help="run trials of a search space (continues the study if it exists)")
+    run.add_argument("space")
+    run.add_argument("--trials", type=int, default=10, help="the study's total number of finished trials")
+    run.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite:///sweeps/STUDY.db)")
+    run.add_argument("--study", default=None, help="study name (default: the space's)")
+    run.add_argument("--workers", type=int, default=1, help="local worker processes sharing the study")
+    run.add_argument("--gpus-per-trial", type=int, default=1)
+    for name in ("status", "best"):
+        sub = commands.add_parser(name)
+        sub.add_argument("--study", required=True)
+        sub.add_argument("--storage", default=None)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "launch":
+            if args.workers > 1:
+                space = load_space(args.space)
+                check_composes(space, trailing)
+                return _workers(args, sys.argv[1:] if argv is None else [*argv, *(["--", *trailing] if trailing else [])])
+            launch(args.space, args.trials, args.storage, args.study, trailing)
+        else:
+            storage = args.storage or default_storage(args.study)
+            print((status if args.command == "status" else best)(storage, args.study))
+    except SpaceError as error:
+        print(f"search space error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

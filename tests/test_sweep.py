@@ -1,0 +1,102 @@
+"""Real (tiny) Optuna sweeps: each trial a real CV run in a real MLflow store."""
+
+import textwrap
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from hms.sweep import SpaceError, check_composes, load_space
+
+from .conftest import run_module
+
+SPACE = """
+study: {study}
+direction: minimize
+sampler: {{name: random, seed: 0}}
+pruner: {pruner}
+base: ["input.tile=[16,32]", trainer.epochs=1, cv.folds=2, "schedule.steps=[[0,1.0e-3]]", trainer.batch_size=16,
+       trainer.verbose=0, data.workers=1]
+params:
+  backbone.dropout: {{type: float, low: 0.0, high: 0.5}}
+  augmentation: {{type: categorical, choices: [none, flip]}}
+"""
+
+
+def write_space(folder, name, study, pruner):
+    path = folder / f"{name}.yaml"
+    path.write_text(SPACE.format(study=study, pruner=pruner))
+    return path
+
+
+def data_overrides(root, store):
+    return ["--", "data=kaggle", f"data.root={root}", f"data.cache_dir={store}/cache", f"tracking.uri=sqlite:///{store}/mlflow.db"]
+
+
+@pytest.mark.parametrize("params,message", [
+    ("  trainer.no_such_key: {type: int, low: 1, high: 2}", "params.trainer.no_such_key: trainer.no_such_key=1 does not compose"),
+    ("  backbone: {type: categorical, choices: [efficientnet_b0, efficientnet_b9]}", "backbone=efficientnet_b9 does not compose"),
+    ("  trainer.precision: {type: categorical, choices: [float32, fp8]}", "trainer.precision=fp8 does not compose"),
+    ("  trainer.epochs: {type: int, low: 3, high: 1}", "params.trainer.epochs: needs low < high"),
+    ("  schedule.lr: {type: float, low: 0.001, high: 0.1, when: {schedule: cosine}}", "when refers to 'schedule'"),
+])
+def test_a_bad_space_is_rejected_before_any_training(tmp_path, params, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"study: bad\nparams:\n{params}\n")
+    with pytest.raises(SpaceError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        check_composes(load_space(path))
+    result = run_module("hms.sweep", "launch", path, "--trials", "1", cwd=tmp_path)
+    assert result.returncode == 2 and "search space error" in result.stderr
+    assert not (tmp_path / "sweeps").exists() and not (tmp_path / "mlflow.db").exists()  # nothing started
+
+
+def test_shipped_spaces_compose():
+    from .conftest import REPO
+
+    for path in sorted((REPO / "sweeps").glob("*.yaml")):
+        check_composes(load_space(path))
+
+
+def test_sweep_prunes_fold_by_fold_resumes_and_reports_the_best(synthetic_root, tmp_path):
+    storage = f"sqlite:///{tmp_path}/study.db"
+    # Every trial's first fold exceeds an upper bound of 0: each is pruned after 1 of its 2 folds.
+    pruning = write_space(tmp_path, "pruning", "tiny", "{name: threshold, upper: 0.0}")
+    first = run_module("hms.sweep", "launch", pruning, "--trials", "3", "--storage", storage,
+                       *data_overrides(synthetic_root, tmp_path), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 3
+    assert all(list(t.intermediate_values) == [0] for t in study.trials)
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("hms").experiment_id
+    cv_runs = client.search_runs([experiment], "tags.`hms.run_type` = 'cv'")
+    assert sorted(r.data.tags["hms.trial"] for r in cv_runs) == ["0", "1", "2"]
+    for run in cv_runs:
+        assert run.data.tags["hms.sweep"] == "tiny" and run.data.tags["hms.pruned"] == "true"
+        assert run.info.status == "KILLED" and set(run.data.metrics) >= {"fold0_kl"} and "fold1_kl" not in run.data.metrics
+        folds = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+        assert [f.data.tags["hms.fold"] for f in folds] == ["0"]
+    sweep_runs = client.search_runs([experiment], "tags.`hms.run_type` = 'sweep'")
+    assert len(sweep_runs) == 1 and sweep_runs[0].data.tags["hms.sweep"] == "tiny"
+
+    # The same study again, asked for 4 in all and without pruning: one more trial, run to the end.
+    full = write_space(tmp_path, "full", "tiny", "{name: none}")
+    second = run_module("hms.sweep", "launch", full, "--trials", "4", "--storage", storage,
+                        *data_overrides(synthetic_root, tmp_path), cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    assert len(study.trials) == 4 and study.trials[3].state == optuna.trial.TrialState.COMPLETE
+    assert len(client.search_runs([experiment], "tags.`hms.run_type` = 'sweep'")) == 1  # the same sweep run
+    sweep_run = client.search_runs([experiment], "tags.`hms.run_type` = 'sweep'")[0]
+    assert sweep_run.data.metrics["best_value"] == pytest.approx(study.best_value)
+    assert "plots/optimization_history.png" in {a.path for a in client.list_artifacts(sweep_run.info.run_id, "plots")}
+
+    best = run_module("hms.sweep", "best", "--study", "tiny", "--storage", storage, cwd=tmp_path)
+    assert best.returncode == 0 and "best trial 3" in best.stdout
+    run_id = study.trials[3].user_attrs["mlflow_run_id"]
+    assert f"MLflow run: {run_id}" in best.stdout
+    assert client.get_run(run_id).data.metrics["cv_kl"] == pytest.approx(study.best_value)
+    assert "reproduce: python -m hms.train" in best.stdout and "backbone.dropout=" in best.stdout
+    table = run_module("hms.sweep", "status", "--study", "tiny", "--storage", storage, cwd=tmp_path)
+    assert table.stdout.count("PRUNED") == 3 and table.stdout.count("COMPLETE") == 1
