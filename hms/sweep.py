@@ -24,7 +24,6 @@ import shlex
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -174,11 +173,14 @@ def open_storage(url: str):
         return optuna.storages.RDBStorage(url, heartbeat_interval=20, grace_period=60)
 
 
-def create_study(space: Space, storage: str, study_name: str | None = None):
+def create_study(space: Space, storage: str, study_name: str | None = None, worker: int = 0):
+    """Create or load the study; worker k's sampler is seeded with seed + k, so that workers sharing
+    a study do not propose the same points."""
     import optuna
 
-    sampler = (optuna.samplers.RandomSampler(seed=space.sampler.get("seed")) if space.sampler["name"] == "random"
-               else optuna.samplers.TPESampler(seed=space.sampler.get("seed"),
+    seed = None if space.sampler.get("seed") is None else int(space.sampler["seed"]) + worker
+    sampler = (optuna.samplers.RandomSampler(seed=seed) if space.sampler["name"] == "random"
+               else optuna.samplers.TPESampler(seed=seed,
                                                n_startup_trials=int(space.sampler.get("n_startup_trials", 5))))
     settings = space.pruner
     if settings["name"] == "none":
@@ -192,11 +194,14 @@ def create_study(space: Space, storage: str, study_name: str | None = None):
                                pruner=pruner, direction=space.direction, load_if_exists=True)
 
 
-def finished_trials(study) -> int:
+def finished_trials(study, running: bool = False) -> int:
+    """Trials that count toward `--trials`: complete, pruned or failed (and, with `running`, those under way)."""
     import optuna
 
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
-    return len(study.get_trials(deepcopy=False, states=states))
+    states = [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL]
+    if running:
+        states.append(optuna.trial.TrialState.RUNNING)
+    return len(study.get_trials(deepcopy=False, states=tuple(states)))
 
 
 def _sweep_run(client, experiment: str, study_name: str, space: Space, storage: str) -> str:
@@ -243,11 +248,23 @@ def _refresh(client, run_id: str, study) -> None:
             client.log_artifact(run_id, str(Path(tmp) / name), "plots")
 
 
-def launch(space_path, trials: int, storage: str | None = None, study_name: str | None = None, trailing=()) -> None:
+def prepare_study(space: Space, storage: str, name: str, trailing=(), worker: int = 0):
+    """The study and its MLflow sweep run, created if new: (study, MLflow client, sweep run id)."""
+    from . import tracking
+    from .config import compose
+
+    study = create_study(space, storage, name, worker)
+    cfg = compose([*space.base, *trailing])
+    client = tracking.client_for(cfg.tracking)
+    experiment = tracking.experiment_id(client, cfg.tracking.experiment)
+    return study, client, _sweep_run(client, experiment, name, space, storage)
+
+
+def launch(space_path, trials: int, storage: str | None = None, study_name: str | None = None, trailing=(),
+           worker: int = 0) -> None:
     """Run trials of the study until it holds `trials` finished ones (complete, pruned or failed)."""
     import optuna
 
-    from . import tracking
     from .config import compose
     from .train import run_cv
 
@@ -255,11 +272,7 @@ def launch(space_path, trials: int, storage: str | None = None, study_name: str 
     check_composes(space, trailing)
     name = study_name or space.study
     storage = storage or default_storage(name)
-    study = create_study(space, storage, name)
-    cfg0 = compose([*space.base, *trailing])
-    client = tracking.client_for(cfg0.tracking)
-    experiment = tracking.experiment_id(client, cfg0.tracking.experiment)
-    sweep_run = _sweep_run(client, experiment, name, space, storage)
+    study, client, sweep_run = prepare_study(space, storage, name, trailing, worker)
 
     def objective(trial):
         import keras
@@ -286,10 +299,10 @@ def launch(space_path, trials: int, storage: str | None = None, study_name: str 
 
     def after(study, trial):
         _refresh(client, sweep_run, study)
-        if finished_trials(study) >= trials:
+        if finished_trials(study, running=True) >= trials:  # trials under way in other workers count
             study.stop()
 
-    remaining = trials - finished_trials(study)
+    remaining = trials - finished_trials(study, running=True)
     if remaining <= 0:
         print(f"study {name} already holds {finished_trials(study)} finished trial(s) (asked for {trials})")
         return
@@ -332,18 +345,24 @@ def best(storage: str, study_name: str) -> str:
             f"params: {trial.params}\nMLflow run: {trial.user_attrs.get('mlflow_run_id')}\nreproduce: {command}")
 
 
-def _workers(args, argv) -> int:
-    """Start `--workers N` launch processes on one study (each pinned to its GPUs where there are any)."""
+def _workers(args, trailing) -> int:
+    """Start `--workers N` launch processes on one study, each pinned to its own GPU(s) where there are any."""
     gpus = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g] or _visible_gpus()
     per = args.gpus_per_trial
-    base = [a for a in argv if not a.startswith("--workers")]
+    space = load_space(args.space)
+    check_composes(space, trailing)
+    storage = args.storage or default_storage(args.study or space.study)
+    prepare_study(space, storage, args.study or space.study, trailing)  # once, before the workers race to create them
+    options = ["--trials", str(args.trials), "--storage", storage, *(["--study", args.study] if args.study else [])]
     processes = []
     for w in range(args.workers):
         env = dict(os.environ)
         if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus[(w * per) % len(gpus):(w * per) % len(gpus) + per])
-        processes.append(subprocess.Popen([sys.executable, "-m", "hms.sweep", *base, "--workers", "1"], env=env))
-        time.sleep(1)  # let the first worker create the study
+            start = (w * per) % len(gpus)
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus[start:start + per])
+        command = [sys.executable, "-m", "hms.sweep", "launch", str(args.space), *options, "--worker", str(args.worker + w),
+                   "--", *trailing]
+        processes.append(subprocess.Popen(command, env=env))
     return max(p.wait() for p in processes)
 
 
@@ -371,6 +390,8 @@ def main(argv=None) -> int:
     run.add_argument("--study", default=None, help="study name (default: the space's)")
     run.add_argument("--workers", type=int, default=1, help="local worker processes sharing the study")
     run.add_argument("--gpus-per-trial", type=int, default=1)
+    run.add_argument("--worker", type=int, default=0, help="this worker's index (offsets the sampler seed); "
+                     "give each machine its own when many share a study")
     for name in ("status", "best"):
         sub = commands.add_parser(name)
         sub.add_argument("--study", required=True)
@@ -379,15 +400,16 @@ def main(argv=None) -> int:
     try:
         if args.command == "launch":
             if args.workers > 1:
-                space = load_space(args.space)
-                check_composes(space, trailing)
-                return _workers(args, sys.argv[1:] if argv is None else [*argv, *(["--", *trailing] if trailing else [])])
-            launch(args.space, args.trials, args.storage, args.study, trailing)
+                return _workers(args, trailing)
+            launch(args.space, args.trials, args.storage, args.study, trailing, args.worker)
         else:
             storage = args.storage or default_storage(args.study)
             print((status if args.command == "status" else best)(storage, args.study))
     except SpaceError as error:
         print(f"search space error: {error}", file=sys.stderr)
+        return 2
+    except KeyError:
+        print(f"no study {args.study!r} in {storage}", file=sys.stderr)
         return 2
     return 0
 

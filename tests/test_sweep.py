@@ -100,3 +100,20 @@ def test_sweep_prunes_fold_by_fold_resumes_and_reports_the_best(synthetic_root, 
     assert "reproduce: python -m hms.train" in best.stdout and "backbone.dropout=" in best.stdout
     table = run_module("hms.sweep", "status", "--study", "tiny", "--storage", storage, cwd=tmp_path)
     assert table.stdout.count("PRUNED") == 3 and table.stdout.count("COMPLETE") == 1
+
+
+def test_two_worker_processes_share_one_sqlite_study(synthetic_root, tmp_path):
+    storage = f"sqlite:///{tmp_path}/study.db"
+    space = write_space(tmp_path, "duo", "duo", "{name: threshold, upper: 0.0}")
+    result = run_module("hms.sweep", "launch", space, "--trials", "4", "--workers", "2", "--storage", storage,
+                        *data_overrides(synthetic_root, tmp_path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = optuna.load_study(study_name="duo", storage=storage)
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]  # none lost, none beyond the total
+    assert all(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 4  # the workers proposed different points
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("hms").experiment_id
+    trials = sorted(r.data.tags["hms.trial"] for r in client.search_runs([experiment], "tags.`hms.run_type` = 'cv'"))
+    assert trials == ["0", "1", "2", "3"]  # each trial ran once
+    assert len(client.search_runs([experiment], "tags.`hms.run_type` = 'sweep'")) == 1
