@@ -166,11 +166,21 @@ def open_storage(url: str):
         from optuna.storages.journal import JournalFileBackend
 
         return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+    import random
+    import time
     import warnings
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(url, heartbeat_interval=20, grace_period=60)
+    from sqlalchemy.exc import SQLAlchemyError
+
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, heartbeat_interval=20, grace_period=60)
+        except SQLAlchemyError:  # workers starting together race to create the tables: the loser retries
+            if attempt == 4:
+                raise
+            time.sleep(random.uniform(0.5, 2.0))
 
 
 def create_study(space: Space, storage: str, study_name: str | None = None, worker: int = 0):
@@ -210,6 +220,12 @@ def _sweep_run(client, experiment: str, study_name: str, space: Space, storage: 
     if runs:
         return runs[0].info.run_id
     run = client.create_run(experiment, run_name=f"sweep {study_name}", tags={"hms.run_type": "sweep", "hms.sweep": study_name})
+    # Workers on several machines may start at once: the oldest sweep run of the study is the one.
+    runs = client.search_runs([experiment], f"tags.`hms.run_type` = 'sweep' and tags.`hms.sweep` = '{study_name}'",
+                              order_by=["attributes.start_time ASC"])
+    if runs and runs[0].info.run_id != run.info.run_id:
+        client.delete_run(run.info.run_id)
+        return runs[0].info.run_id
     client.log_text(run.info.run_id, space.path.read_text(), "search_space.yaml")
     for key, value in (("study", study_name), ("direction", space.direction), ("sampler", space.sampler["name"]),
                        ("pruner", space.pruner["name"]), ("storage", storage.split("@")[-1])):

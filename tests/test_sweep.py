@@ -1,6 +1,7 @@
 """Real (tiny) Optuna sweeps: each trial a real CV run in a real MLflow store."""
 
-import textwrap
+import subprocess
+import sys
 
 import optuna
 import pytest
@@ -116,4 +117,29 @@ def test_two_worker_processes_share_one_sqlite_study(synthetic_root, tmp_path):
     experiment = client.get_experiment_by_name("hms").experiment_id
     trials = sorted(r.data.tags["hms.trial"] for r in client.search_runs([experiment], "tags.`hms.run_type` = 'cv'"))
     assert trials == ["0", "1", "2", "3"]  # each trial ran once
+    assert len(client.search_runs([experiment], "tags.`hms.run_type` = 'sweep'")) == 1
+
+
+def test_two_workers_share_a_study_on_postgresql(synthetic_root, tmp_path):
+    """The many-machines path: Optuna workers on one PostgreSQL study (tests/with_postgres.sh starts the server)."""
+    import os
+
+    url = os.environ.get("HMS_TEST_POSTGRES_URL")
+    if not url:
+        pytest.fail("HMS_TEST_POSTGRES_URL is not set: run the tests as the README says (tests/with_postgres.sh python -m pytest)")
+    space = write_space(tmp_path, "pg", "pg_duo", "{name: threshold, upper: 0.0}")
+    MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").search_experiments()  # machines share one ready tracking store
+    workers = [subprocess.Popen([sys.executable, "-m", "hms.sweep", "launch", str(space), "--trials", "3", "--storage", url,
+                                 "--worker", str(k), *data_overrides(synthetic_root, tmp_path)], cwd=tmp_path,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for k in range(2)]
+    outputs = [w.communicate(timeout=900)[0] for w in workers]
+    assert all(w.returncode == 0 for w in workers), outputs[0][-2000:] + outputs[1][-2000:]
+    study = optuna.load_study(study_name="pg_duo", storage=url)
+    assert [t.number for t in study.trials] == [0, 1, 2]
+    assert all(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 3
+    assert all(any(f"Trial {t.number} " in out for out in outputs) for t in study.trials)
+    assert sum(out.count("Trial ") for out in outputs) == 3  # each trial ran in exactly one worker
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("hms").experiment_id
     assert len(client.search_runs([experiment], "tags.`hms.run_type` = 'sweep'")) == 1
