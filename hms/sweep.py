@@ -306,7 +306,7 @@ def launch(space_path, trials: int, storage: str | None = None, study_name: str 
             trial.report(sum(folds) / len(folds), step=len(folds) - 1)  # mean KL of the folds so far
             return trial.should_prune()
 
-        tags = {"hms.sweep": name, "hms.trial": str(trial.number)}
+        tags = {"hms.sweep": name, "hms.trial": str(trial.number), "mlflow.parentRunId": sweep_run}  # nested under the sweep
         tags.update({f"hms.param.{k}": v for k, v in trial.params.items()})
         value = run_cv(cfg, tags=tags, on_fold=on_fold)
         if len(folds) < planned:  # run_cv stopped early: the pruner said so

@@ -80,6 +80,7 @@ def test_sweep_prunes_fold_by_fold_resumes_and_reports_the_best(synthetic_root, 
         assert [f.data.tags["hms.fold"] for f in folds] == ["0"]
     sweep_runs = client.search_runs([experiment], "tags.`hms.run_type` = 'sweep'")
     assert len(sweep_runs) == 1 and sweep_runs[0].data.tags["hms.sweep"] == "tiny"
+    assert all(r.data.tags["mlflow.parentRunId"] == sweep_runs[0].info.run_id for r in cv_runs)  # shown under the sweep
 
     # The same study again, asked for 4 in all and without pruning: one more trial, run to the end.
     full = write_space(tmp_path, "full", "tiny", "{name: none}")
