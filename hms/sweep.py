@@ -319,10 +319,14 @@ def launch(space_path, trials: int, storage: str | None = None, study_name: str 
             study.stop()
 
     remaining = trials - finished_trials(study, running=True)
+    if remaining > 0:
+        client.update_run(sweep_run, status="RUNNING")
     if remaining <= 0:
         print(f"study {name} already holds {finished_trials(study)} finished trial(s) (asked for {trials})")
         return
     study.optimize(objective, n_trials=remaining, callbacks=[after], catch=(Exception,))
+    if finished_trials(study) >= trials and finished_trials(study, running=True) == finished_trials(study):
+        client.set_terminated(sweep_run, "FINISHED")  # the last worker out closes the sweep run
     print(f"study {name}: {finished_trials(study)} finished trial(s); best {_best_line(study)}")
 
 

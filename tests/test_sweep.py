@@ -91,6 +91,7 @@ def test_sweep_prunes_fold_by_fold_resumes_and_reports_the_best(synthetic_root, 
     assert len(study.trials) == 4 and study.trials[3].state == optuna.trial.TrialState.COMPLETE
     assert len(client.search_runs([experiment], "tags.`hms.run_type` = 'sweep'")) == 1  # the same sweep run
     sweep_run = client.search_runs([experiment], "tags.`hms.run_type` = 'sweep'")[0]
+    assert sweep_run.info.status == "FINISHED"
     assert sweep_run.data.metrics["best_value"] == pytest.approx(study.best_value)
     assert "plots/optimization_history.png" in {a.path for a in client.list_artifacts(sweep_run.info.run_id, "plots")}
 
