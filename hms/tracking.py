@@ -58,14 +58,6 @@ def log_params(client, run_id: str, params: dict[str, str]) -> None:
         client.log_batch(run_id, params=items[start:start + 100])
 
 
-def log_text(client, run_id: str, text: str, path: str) -> None:
-    client.log_text(run_id, text, path)
-
-
-def log_file(client, run_id: str, local: Path, artifact_dir: str | None = None) -> None:
-    client.log_artifact(run_id, str(local), artifact_dir)
-
-
 def log_frame(client, run_id: str, frame, name: str) -> None:
     """Log a DataFrame as a parquet artifact `name`."""
     with tempfile.TemporaryDirectory() as tmp:

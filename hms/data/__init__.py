@@ -2,11 +2,11 @@
 
 from .folds import assign_folds
 from .layout import (
-    DataError, eeg_path, parquet_rows, read_eeg, read_spectrogram, read_test_csv, read_train_csv, spectrogram_path,
+    DataError, eeg_path, read_eeg, read_spectrogram, read_test_csv, read_train_csv, spectrogram_path,
 )
 from .samples import HQ_VOTES, TARGET_COLUMNS, load_test, load_train, targets, train_samples
 
 __all__ = [
-    "DataError", "HQ_VOTES", "TARGET_COLUMNS", "assign_folds", "eeg_path", "load_test", "load_train", "parquet_rows",
+    "DataError", "HQ_VOTES", "TARGET_COLUMNS", "assign_folds", "eeg_path", "load_test", "load_train",
     "read_eeg", "read_spectrogram", "read_test_csv", "read_train_csv", "spectrogram_path", "targets", "train_samples",
 ]

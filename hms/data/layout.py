@@ -105,13 +105,3 @@ def read_eeg(path, only=None) -> np.ndarray:
 def read_spectrogram(path) -> np.ndarray:
     """A spectrogram parquet as a float32 (rows, 401) array: time, then LL, RL, LP, RP x 100 bins."""
     return _read_parquet(path, SPEC_COLUMNS)
-
-
-def parquet_rows(path) -> int:
-    """Row count of a parquet file from its footer, without reading the data."""
-    try:
-        return pq.ParquetFile(path).metadata.num_rows
-    except FileNotFoundError as error:
-        raise DataError(f"{path}: file not found") from error
-    except Exception as error:
-        raise DataError(f"{path}: unreadable parquet ({error})") from error
