@@ -71,9 +71,8 @@ def check_folder(root, workers: int | None = None, progress: bool = True) -> Che
         report.lines.append(_describe_table(name, table))
         jobs += planner(root, table)
     results = _run(jobs, workers, progress)
-    for label, kind, split in (("train_eegs", "eeg", "train_"), ("train_spectrograms", "spec", "train_"),
-                               ("test_eegs", "eeg", "test_"), ("test_spectrograms", "spec", "test_")):
-        mine = [r for j, r in zip(jobs, results) if j[0] == kind and f"/{label}/" in j[1]]
+    for label in ("train_eegs", "train_spectrograms", "test_eegs", "test_spectrograms"):
+        mine = [r for j, r in zip(jobs, results) if Path(j[1]).parent.name == label]
         if not mine:
             continue
         nan = sum(r[2] for r in mine)
