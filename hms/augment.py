@@ -14,6 +14,21 @@ def swap_hemispheres(image: np.ndarray, **_) -> np.ndarray:
     return image[..., np.concatenate([_SWAP + 4 * k for k in range(kinds)])]
 
 
+def tta_views(cfg) -> list:
+    """Test-time views of a (batch, H, W, 4k) array: the identity, plus (augmentation.tta) every combination of
+    the label-preserving flips training used (time flip, hemisphere swap); predictions are averaged over them."""
+    flips = []
+    if cfg.get("tta", False):
+        if cfg.time_flip > 0:
+            flips.append(lambda x: x[:, :, ::-1, :])
+        if cfg.hemisphere > 0:
+            flips.append(lambda x: x[..., np.concatenate([_SWAP + 4 * k for k in range(x.shape[-1] // 4)])])
+    views = [lambda x: x]
+    for flip in flips:
+        views += [lambda x, view=view, flip=flip: flip(view(x)) for view in views]
+    return views
+
+
 def build_augmentation(cfg, seed: int | None = None):
     """An albumentations pipeline for (H, W, C) float32 tiles, or None when nothing is enabled.
 

@@ -14,7 +14,7 @@ class TileBatches(keras.utils.PyDataset):
     """
 
     def __init__(self, sources, candidates, targets, batch_size: int, augment=None, shuffle: bool = False,
-                 seed: int = 0, workers: int = 1, **kwargs):
+                 seed: int = 0, workers: int = 1, view=None, **kwargs):
         super().__init__(workers=workers, use_multiprocessing=False, **kwargs)
         self.sources = list(sources)
         self.candidates = [np.atleast_1d(np.asarray(c)) for c in candidates]
@@ -22,6 +22,7 @@ class TileBatches(keras.utils.PyDataset):
         self.batch_size = batch_size
         self.augment = augment
         self.shuffle = shuffle
+        self.view = view  # a deterministic transform of whole batches (test-time augmentation)
         self.rng = np.random.default_rng(seed)
         self.shape = (*self.sources[0].shape[1:3], 4 * len(self.sources))
         self._draw()
@@ -39,7 +40,8 @@ class TileBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index: int):
         picked = self.order[index * self.batch_size:(index + 1) * self.batch_size]
-        return self.tiles(self.rows[picked]), self.targets[picked]
+        x = self.tiles(self.rows[picked])
+        return (x if self.view is None else np.ascontiguousarray(self.view(x))), self.targets[picked]
 
     def tiles(self, rows: np.ndarray) -> np.ndarray:
         """Tiles of cache `rows` (augmented if configured), kinds side by side on the channel axis."""
@@ -51,3 +53,13 @@ class TileBatches(keras.utils.PyDataset):
             for i in range(len(x)):
                 x[i] = self.augment(image=x[i])["image"]
         return x
+
+
+def predict_views(model, batches: TileBatches, views) -> np.ndarray:
+    """The model's probabilities on unshuffled `batches`, averaged over test-time `views`."""
+    out = []
+    for view in views:
+        batches.view = view
+        out.append(model.predict(batches, verbose=0).astype(np.float64))
+    batches.view = None
+    return np.mean(out, axis=0)

@@ -54,6 +54,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"cv.folds={cfg.cv.folds} must be at least 2")
     if cfg.cv.only is not None and any(f not in range(cfg.cv.folds) for f in cfg.cv.only):
         raise ConfigError(f"cv.only={list(cfg.cv.only)} names folds outside 0..{cfg.cv.folds - 1}")
+    if not isinstance(cfg.augmentation.get("tta", False), bool):
+        raise ConfigError(f"augmentation.tta={cfg.augmentation.tta!r} must be true or false")
     if cfg.schedule.name == "step":
         steps = [list(s) for s in cfg.schedule.steps]
         if not steps or any(len(s) != 2 for s in steps) or steps[0][0] != 0 or steps != sorted(steps):

@@ -70,3 +70,31 @@ def montage(image: np.ndarray, title: str):
 def save(figure, path) -> None:
     figure.savefig(path, dpi=90)
     plt.close(figure)
+
+
+def member_weights(labels: list[str], weights: np.ndarray):
+    """An ensemble's weight on each candidate run (zero: not a member)."""
+    order = np.argsort(-weights)
+    figure, axis = plt.subplots(figsize=(7, 0.4 * len(labels) + 1.5))
+    axis.barh([labels[i] for i in order][::-1], weights[order][::-1])
+    axis.set_xlabel("weight")
+    axis.set_title("ensemble weights per candidate run")
+    figure.tight_layout()
+    return figure
+
+
+def candidates_vs_ensemble(labels: list[str], kls: np.ndarray, methods: dict[str, tuple[float, float | None]]):
+    """Out-of-fold KL of every candidate run beside each blending method's in-sample and nested KL."""
+    names = [*labels, *methods]
+    in_sample = [*kls, *(v[0] for v in methods.values())]
+    nested = [np.nan] * len(labels) + [np.nan if v[1] is None else v[1] for v in methods.values()]
+    figure, axis = plt.subplots(figsize=(8, 0.4 * len(names) + 1.5))
+    positions = np.arange(len(names))[::-1]
+    axis.barh(positions + 0.2, in_sample, height=0.4, label="out-of-fold KL (weights fitted on all rows)")
+    axis.barh(positions - 0.2, nested, height=0.4, label="nested: each fold blended with weights fitted on the others")
+    axis.set_yticks(positions, names)
+    axis.set_xlabel("KL divergence (lower is better)")
+    axis.set_xlim(0.9 * np.nanmin([*in_sample, *nested]), None)
+    axis.legend(fontsize="small", loc="lower right")
+    figure.tight_layout()
+    return figure

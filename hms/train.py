@@ -18,12 +18,10 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from . import tracking  # noqa: E402
 from .config import ConfigError, validate  # noqa: E402
-from .constants import CLASSES  # noqa: E402
-from .data import HQ_VOTES, TARGET_COLUMNS, assign_folds, load_train, targets  # noqa: E402
+from .data import HQ_VOTES, PRED_COLUMNS, TARGET_COLUMNS, assign_folds, load_train, targets  # noqa: E402
 from .metrics import kl_divergence  # noqa: E402
 from .prepare import build_features, feature_kinds, prepare_data, train_items  # noqa: E402
 
-PRED_COLUMNS = tuple(f"p_{c}" for c in CLASSES)
 OOF_COLUMNS = ("eeg_id", "fold", "total_votes", *TARGET_COLUMNS, *PRED_COLUMNS)
 
 
@@ -121,8 +119,8 @@ def train_fold(cfg, devices, data: TrainingData, fold: int, fresh_model: FreshMo
     """Train one fold (and its optional second stage); returns the model and its validation predictions."""
     import keras
 
-    from .augment import build_augmentation
-    from .batches import TileBatches
+    from .augment import build_augmentation, tta_views
+    from .batches import TileBatches, predict_views
     from .schedule import lr_at
 
     RecordEpoch = _record_epoch_class()
@@ -148,7 +146,7 @@ def train_fold(cfg, devices, data: TrainingData, fold: int, fresh_model: FreshMo
         model.optimizer.learning_rate.assign(scale * cfg.cv.stage2_lr)
         model.fit(stage2, validation_data=val, initial_epoch=cfg.trainer.epochs, epochs=cfg.trainer.epochs + cfg.cv.stage2_epochs,
                   verbose=cfg.trainer.verbose, callbacks=[record])
-    predictions = model.predict(val, verbose=0)
+    predictions = predict_views(model, val, tta_views(cfg.augmentation))
     return model, val_idx, predictions, val
 
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("HMS_SHARED", REPO.parent / "shared"))
@@ -38,3 +39,44 @@ def synthetic_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synthetic") / "hms"
     generate(root, SynthSpec(eegs=40, patients=10, seed=7, test_eegs=8))
     return root
+
+
+TINY = ["backbone=efficientnet_b0", "input.tile=[16,32]", "trainer.batch_size=16", "trainer.verbose=0",
+        "trainer.epochs=2", "schedule.steps=[[0,1.0e-3],[1,3.0e-4]]"]
+
+
+def tiny(root, store, *extra):
+    return [*TINY, "data=kaggle", f"data.root={root}", f"data.cache_dir={store}/cache", "data.workers=1",
+            f"tracking.uri=sqlite:///{store}/mlflow.db", *extra]
+
+
+def runs(store, experiment="hms"):
+    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    exp = client.get_experiment_by_name(experiment)
+    return client, exp, client.search_runs([exp.experiment_id])
+
+
+SAME_FOLDS = "params.`cv.folds` = '2'"
+
+
+@pytest.fixture(scope="session")
+def candidate_runs(synthetic_root, tmp_path_factory):
+    """Three tiny 2-fold runs over the same samples and folds (different inputs), and one 3-fold run of fold 0 only."""
+    from hms.config import compose
+    from hms.train import run_cv
+
+    store = tmp_path_factory.mktemp("ensemble")
+    cwd = os.getcwd()
+    os.chdir(store)
+    try:
+        for extra in (["input.mix=both", "augmentation=hemisphere"], ["input.mix=eeg", "augmentation=flip"],
+                      ["input.mix=kaggle", "augmentation=none", "trainer.epochs=3"]):
+            run_cv(compose(tiny(synthetic_root, store, "cv.folds=2", *extra)))
+        run_cv(compose(tiny(synthetic_root, store, "cv.folds=3", "cv.only=[0]", "trainer.epochs=1")))
+    finally:
+        os.chdir(cwd)
+    client, _, all_runs = runs(store)
+    cv = [r for r in all_runs if r.data.tags.get("hms.run_type") == "cv"]
+    same = sorted((r for r in cv if r.data.params["cv.folds"] == "2"), key=lambda r: r.info.run_id)
+    other = next(r for r in cv if r.data.params["cv.folds"] == "3")
+    return store, client, same, other

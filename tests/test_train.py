@@ -17,22 +17,7 @@ from hms.constants import CLASSES
 from hms.metrics import kl_divergence
 from hms.train import run_cv
 
-from .conftest import REPO, run_module
-
-TINY = ["backbone=efficientnet_b0", "input.tile=[16,32]", "trainer.batch_size=16", "trainer.verbose=0",
-        "trainer.epochs=2", "schedule.steps=[[0,1.0e-3],[1,3.0e-4]]"]
-
-
-def tiny(root, store, *extra):
-    return [*TINY, "data=kaggle", f"data.root={root}", f"data.cache_dir={store}/cache", "data.workers=1",
-            f"tracking.uri=sqlite:///{store}/mlflow.db", *extra]
-
-
-def runs(store, experiment="hms"):
-    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
-    exp = client.get_experiment_by_name(experiment)
-    return client, exp, client.search_runs([exp.experiment_id])
-
+from .conftest import run_module, runs, tiny
 
 @pytest.fixture(scope="session")
 def cv_run(synthetic_root, tmp_path_factory):

@@ -9,6 +9,7 @@ from ..constants import CLASSES, VOTE_COLUMNS
 from .layout import DataError, read_test_csv, read_train_csv
 
 TARGET_COLUMNS = tuple(f"y_{c}" for c in CLASSES)
+PRED_COLUMNS = tuple(f"p_{c}" for c in CLASSES)  # predicted probabilities in oof.parquet
 HQ_VOTES = 10  # the top solutions' threshold for "high-quality" windows
 
 

@@ -1,11 +1,10 @@
 import numpy as np
-import pandas as pd
 import pytest
 
 from hms.config import compose
 from hms.data import DataError, load_test, load_train, read_eeg, read_spectrogram
 from hms.features import eeg_spectrogram, kaggle_tiles
-from hms.features.cache import BAD, DONE, TODO, build_cache, open_cache
+from hms.features.cache import TODO, build_cache, open_cache
 from hms.prepare import build_features, feature_kinds, train_items
 
 TILE = (32, 64)

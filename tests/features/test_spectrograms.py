@@ -1,6 +1,5 @@
 import numpy as np
 import pandas as pd
-import pytest
 
 from hms.constants import EEG_COLUMNS
 from hms.data import load_train, read_eeg, read_spectrogram

@@ -1,0 +1,399 @@
+"""`python -m hms.ensemble`: Optuna picks members and weights from finished CV runs' out-of-fold predictions.
+
+    python -m hms.ensemble [--experiment NAME] [--runs ID ...] [--filter MLFLOW_FILTER] [--trials N]
+                           [--max-members K] [--blend prob|log] [--seed S] [--tracking-uri URI]
+
+The candidates are FINISHED CV runs (tag hms.run_type=cv) of the experiment, or the runs named.
+Their oof.parquet files must cover the same eeg_ids, folds and targets. An Optuna study chooses
+which runs to use and their weights, minimising the official KL of the blend; the best single run,
+the equal-weight average and greedy forward selection (Caruana et al. 2004) are computed beside it,
+and each method is also scored nested: every fold blended with weights fitted on the other folds.
+The result is an MLflow run (hms.run_type=ensemble) whose ensemble.json `hms.predict` reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .data import HQ_VOTES, PRED_COLUMNS, TARGET_COLUMNS
+from .metrics import EPSILON, kl_divergence
+
+BLENDS = ("prob", "log")
+# The config keys that tell members apart, shown beside their run ids.
+CHOICE_KEYS = ("backbone.name", "input.mix", "input.tile", "augmentation.name", "schedule.name", "trainer.epochs",
+               "trainer.batch_size", "data.sampling", "cv.stage2", "seed")
+ENSEMBLE_FILE = "ensemble.json"
+
+
+class EnsembleError(Exception):
+    """Candidate runs that cannot be blended; the message names the runs and what is wrong."""
+
+
+@dataclass
+class Candidates:
+    """Aligned out-of-fold predictions of the candidate runs: p[m] is run m's (rows, 6) array."""
+
+    run_ids: list[str]
+    names: list[str]
+    choices: list[dict[str, str]]
+    rows: pd.DataFrame  # eeg_id, fold, total_votes, y_* (sorted by eeg_id)
+    p: np.ndarray  # (runs, rows, 6)
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.rows[list(TARGET_COLUMNS)].to_numpy(np.float64)
+
+    @property
+    def folds(self) -> np.ndarray:
+        return self.rows.fold.to_numpy()
+
+    def label(self, m: int) -> str:
+        return f"{self.names[m]} ({self.run_ids[m][:8]})"
+
+
+# --- finding and aligning runs ---------------------------------------------------------------
+
+def find_runs(client, experiment: str, run_ids=None, filter_string: str | None = None) -> list:
+    """The candidate runs: the named ones (each must be a finished CV run) or every finished CV run of the experiment."""
+    from mlflow.exceptions import MlflowException
+
+    if run_ids:
+        runs = []
+        for run_id in run_ids:
+            try:
+                run = client.get_run(run_id)
+            except MlflowException as error:
+                raise EnsembleError(f"run {run_id}: not found in the tracking store ({error.message})") from None
+            kind = run.data.tags.get("hms.run_type")
+            if kind != "cv" or run.info.status != "FINISHED":
+                raise EnsembleError(f"run {run_id} ({run.info.run_name}): not a finished CV run "
+                                    f"(hms.run_type={kind}, status {run.info.status})")
+            runs.append(run)
+        return runs
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise EnsembleError(f"no experiment {experiment!r} in the tracking store")
+    query = "tags.`hms.run_type` = 'cv' AND attributes.status = 'FINISHED'" + (f" AND {filter_string}" if filter_string else "")
+    runs, token = [], None
+    while True:
+        try:
+            page = client.search_runs([found.experiment_id], query, max_results=1000, page_token=token)
+        except MlflowException as error:
+            raise EnsembleError(f"--filter {filter_string!r}: {error.message}") from None
+        runs.extend(page)
+        token = page.token
+        if not token:
+            break
+    return sorted(runs, key=lambda r: r.info.start_time)
+
+
+def _choices(run) -> dict[str, str]:
+    return {key: run.data.params[key] for key in CHOICE_KEYS if key in run.data.params}
+
+
+def load_candidates(client, runs) -> Candidates:
+    """Read each run's oof.parquet and check that all cover the same eeg_ids, folds and targets."""
+    from .tracking import read_frame
+
+    if len(runs) < 1:
+        raise EnsembleError("no candidate runs: train some with `python -m hms.train`, or name them with --runs")
+    reference, frames = None, []
+    for run in runs:
+        name = f"run {run.info.run_id} ({run.info.run_name})"
+        try:
+            frame = read_frame(client, run.info.run_id, "oof.parquet").sort_values("eeg_id").reset_index(drop=True)
+        except Exception as error:  # noqa: BLE001 - any failure to fetch the artifact is reported with the run's name
+            raise EnsembleError(f"{name}: cannot read its oof.parquet ({type(error).__name__}: {error})") from None
+        missing = [c for c in ("eeg_id", "fold", "total_votes", *TARGET_COLUMNS, *PRED_COLUMNS) if c not in frame]
+        if missing:
+            raise EnsembleError(f"{name}: oof.parquet lacks columns {missing}")
+        if reference is None:
+            reference = (name, frame)
+        else:
+            _check_aligned(reference, (name, frame))
+        frames.append(frame)
+    rows = reference[1][["eeg_id", "fold", "total_votes", *TARGET_COLUMNS]]
+    p = np.stack([f[list(PRED_COLUMNS)].to_numpy(np.float64) for f in frames])
+    return Candidates([r.info.run_id for r in runs], [r.info.run_name for r in runs], [_choices(r) for r in runs], rows, p)
+
+
+def _check_aligned(reference, other) -> None:
+    (ref_name, ref), (name, frame) = reference, other
+    prefix = f"{name} does not match {ref_name}"
+    if len(frame) != len(ref) or not np.array_equal(frame.eeg_id.to_numpy(), ref.eeg_id.to_numpy()):
+        only = sorted(set(ref.eeg_id) ^ set(frame.eeg_id))
+        raise EnsembleError(f"{prefix}: out-of-fold rows for {len(frame)} eeg_ids vs {len(ref)}, {len(only)} not in both "
+                            f"(e.g. eeg_id {only[0] if only else '?'}); blend runs over the same data and folds "
+                            f"(choose them with --runs or --filter)")
+    differ = int((frame.fold.to_numpy() != ref.fold.to_numpy()).sum())
+    if differ:
+        raise EnsembleError(f"{prefix}: {differ} eeg_ids are in other folds (cv.folds or seed differ)")
+    y_differ = int((~np.isclose(frame[list(TARGET_COLUMNS)].to_numpy(), ref[list(TARGET_COLUMNS)].to_numpy(), atol=1e-6)).any(axis=1).sum())
+    if y_differ:
+        raise EnsembleError(f"{prefix}: the vote targets of {y_differ} eeg_ids differ (different data)")
+
+
+# --- blending and fitting weights ------------------------------------------------------------
+
+def blend(p: np.ndarray, weights, mode: str = "prob") -> np.ndarray:
+    """Blend (runs, rows, 6) predictions with non-negative weights: mean of probabilities, or normalised geometric mean."""
+    w = np.asarray(weights, np.float64)
+    w = w / w.sum()
+    used = w > 0
+    if mode == "prob":
+        out = np.tensordot(w[used], p[used], axes=1)
+    elif mode == "log":
+        out = np.exp(np.tensordot(w[used], np.log(np.clip(p[used], EPSILON, 1)), axes=1))
+    else:
+        raise ValueError(f"blend mode must be one of {BLENDS}, got {mode!r}")
+    return out / out.sum(axis=-1, keepdims=True)
+
+
+def fit_best_single(p, y, mode="prob", **_) -> np.ndarray:
+    """All weight on the run with the lowest KL."""
+    w = np.zeros(len(p))
+    w[int(np.argmin([kl_divergence(y, q) for q in p]))] = 1.0
+    return w
+
+
+def fit_equal(p, y=None, mode="prob", **_) -> np.ndarray:
+    """The same weight for every run."""
+    return np.ones(len(p)) / len(p)
+
+
+def fit_greedy(p, y, mode="prob", steps: int = 50, max_members: int | None = None, **_) -> np.ndarray:
+    """Forward selection with replacement (Caruana et al. 2004): add the run that lowers the blend's KL most, keep the best prefix."""
+    counts = np.zeros(len(p))
+    best_counts, best_kl = None, np.inf
+    for _ in range(steps):
+        allowed = np.arange(len(p)) if max_members is None or (counts > 0).sum() < max_members else np.flatnonzero(counts > 0)
+        scores = [kl_divergence(y, blend(p, counts + np.eye(len(p))[i], mode)) for i in allowed]
+        counts[allowed[int(np.argmin(scores))]] += 1
+        if min(scores) < best_kl - 1e-12:
+            best_kl, best_counts = min(scores), counts.copy()
+    return best_counts / best_counts.sum()
+
+
+def fit_scipy(p, y, mode="prob", **_) -> np.ndarray:
+    """Weights on the simplex by a direct optimiser (softmax parameters, L-BFGS): the benchmark's reference."""
+    from scipy.optimize import minimize
+
+    def loss(theta):
+        w = np.exp(theta - theta.max())
+        return kl_divergence(y, blend(p, w, mode))
+
+    result = minimize(loss, np.zeros(len(p)), method="L-BFGS-B")
+    w = np.exp(result.x - result.x.max())
+    return w / w.sum()
+
+
+def _trial_weights(trial, runs: int, max_members: int | None) -> np.ndarray:
+    """One trial's proposal: which runs are in and their weights (the largest `max_members` kept)."""
+    w = np.zeros(runs)
+    for m in range(runs):
+        if trial.suggest_categorical(f"use_{m}", [True, False]):
+            w[m] = trial.suggest_float(f"w_{m}", 0.01, 1.0)
+    if max_members is not None and (w > 0).sum() > max_members:
+        w[np.argsort(-w)[max_members:]] = 0
+    return w
+
+
+def fit_optuna(p, y, mode="prob", trials: int = 200, max_members: int | None = None, seed: int = 0,
+               warm_start: bool = True, study=None) -> np.ndarray:
+    """Weights from an Optuna (TPE) study over run inclusion and weight; starts from the best single run and equal weights."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = study or optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True))
+    if warm_start:
+        single = int(np.argmin([kl_divergence(y, q) for q in p]))
+        study.enqueue_trial({**{f"use_{m}": m == single for m in range(len(p))}, f"w_{single}": 1.0})
+        study.enqueue_trial({**{f"use_{m}": True for m in range(len(p))}, **{f"w_{m}": 1.0 for m in range(len(p))}})
+
+    def objective(trial):
+        w = _trial_weights(trial, len(p), max_members)
+        if not w.any():
+            raise optuna.TrialPruned("no run chosen")
+        trial.set_user_attr("weights", (w / w.sum()).tolist())
+        return kl_divergence(y, blend(p, w, mode))
+
+    study.optimize(objective, n_trials=trials)
+    return np.asarray(study.best_trial.user_attrs["weights"])
+
+
+METHODS = {"optuna": fit_optuna, "greedy": fit_greedy, "best_single": fit_best_single, "equal": fit_equal}
+
+
+def nested_predictions(fit, p, y, folds, mode="prob", **options) -> np.ndarray:
+    """Each fold's rows blended with weights fitted on the other folds' rows: an honest estimate of a fitted blend."""
+    out = np.empty(p.shape[1:])
+    for fold in np.unique(folds):
+        inside = folds != fold
+        w = fit(p[:, inside], y[inside], mode, **options)
+        out[~inside] = blend(p[:, ~inside], w, mode)
+    return out
+
+
+# --- the ensemble run ------------------------------------------------------------------------
+
+@dataclass
+class EnsembleResult:
+    run_id: str
+    weights: np.ndarray
+    scores: dict[str, float]
+    candidates: Candidates
+
+
+def _scores(y, predictions, total_votes) -> dict[str, float]:
+    hq = total_votes >= HQ_VOTES
+    out = {"kl": kl_divergence(y, predictions)}
+    if hq.any():
+        out["kl_hq"] = kl_divergence(y[hq], predictions[hq])
+    return out
+
+
+def evaluate(candidates: Candidates, mode: str, trials: int, max_members: int | None, seed: int, nested: bool = True):
+    """Fit every method on all rows and (nested) fold by fold: {method: (weights, in-sample KL, nested KL)}."""
+    p, y, folds = candidates.p, candidates.y, candidates.folds
+    options = {"optuna": dict(trials=trials, max_members=max_members, seed=seed), "greedy": dict(max_members=max_members)}
+    results = {}
+    for method, fit in METHODS.items():
+        start = time.perf_counter()
+        w = fit(p, y, mode, **options.get(method, {}))
+        kl = kl_divergence(y, blend(p, w, mode))
+        nested_kl = kl_divergence(y, nested_predictions(fit, p, y, folds, mode, **options.get(method, {}))) if nested else None
+        results[method] = (w, kl, nested_kl, time.perf_counter() - start)
+    return results
+
+
+def run_ensemble(tracking_uri: str | None = None, experiment: str = "hms", run_ids=None, filter_string: str | None = None,
+                 trials: int = 200, max_members: int | None = None, mode: str = "prob", seed: int = 0) -> EnsembleResult:
+    """Gather the candidates, fit the blend and its baselines, and record it all as an MLflow ensemble run."""
+    from omegaconf import OmegaConf
+
+    from . import tracking
+    from .train import cv_scores
+
+    if mode not in BLENDS:
+        raise EnsembleError(f"--blend must be one of {BLENDS}, got {mode!r}")
+    if max_members is not None and max_members < 1:
+        raise EnsembleError(f"--max-members must be at least 1, got {max_members}")
+    cfg_tracking = OmegaConf.create({"uri": tracking_uri, "experiment": experiment})
+    client = tracking.client_for(cfg_tracking)
+    candidates = load_candidates(client, find_runs(client, experiment, run_ids, filter_string))
+    print(f"{len(candidates.run_ids)} candidate runs over {len(candidates.rows)} out-of-fold rows, "
+          f"{len(np.unique(candidates.folds))} folds; blend: {mode}")
+    results = evaluate(candidates, mode, trials, max_members, seed)
+    weights = results["optuna"][0]
+    y = candidates.y
+    blended = blend(candidates.p, weights, mode)
+    oof = candidates.rows.copy()
+    for i, column in enumerate(PRED_COLUMNS):
+        oof[column] = blended[:, i]
+    scores = cv_scores(oof)
+    scores["cv_kl_nested"] = results["optuna"][2]
+    for method in ("best_single", "equal", "greedy"):
+        scores[f"{method}_kl"] = results[method][1]
+        scores[f"{method}_kl_nested"] = results[method][2]
+    scores["members"] = float((weights > 0).sum())
+
+    experiment_id = tracking.experiment_id(client, experiment)
+    members = [m for m in np.argsort(-weights) if weights[m] > 0]
+    run = client.create_run(experiment_id, run_name=f"ensemble-{len(members)}of{len(candidates.run_ids)}-{mode}",
+                            tags={"hms.run_type": "ensemble", "hms.members": ",".join(candidates.run_ids[m] for m in members)})
+    run_id = run.info.run_id
+    try:
+        tracking.log_params(client, run_id, {
+            "blend": mode, "trials": str(trials), "max_members": str(max_members), "seed": str(seed),
+            "candidates": str(len(candidates.run_ids)), "filter": str(filter_string),
+            "members": ",".join(candidates.run_ids[m] for m in members),
+            "weights": ",".join(f"{weights[m]:.6f}" for m in members)})
+        for key, value in scores.items():
+            client.log_metric(run_id, key, float(value))
+        table = _candidate_table(candidates, weights)
+        bundle = {"format": 1, "blend": mode, "cv_kl": scores["cv_kl"], "cv_kl_nested": scores["cv_kl_nested"],
+                  "tracking_uri": tracking.tracking_uri(cfg_tracking),
+                  "members": [{"run_id": candidates.run_ids[m], "name": candidates.names[m], "weight": float(weights[m]),
+                               "cv_kl": float(kl_divergence(y, candidates.p[m])), "choices": candidates.choices[m]}
+                              for m in members]}
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / ENSEMBLE_FILE).write_text(json.dumps(bundle, indent=2))
+            client.log_artifact(run_id, str(Path(tmp) / ENSEMBLE_FILE))
+            table.to_csv(Path(tmp) / "candidates.csv", index=False)
+            client.log_artifact(run_id, str(Path(tmp) / "candidates.csv"))
+            _log_plots(client, run_id, table, results, Path(tmp))
+        tracking.log_frame(client, run_id, oof, "oof.parquet")
+        client.set_terminated(run_id, "FINISHED")
+    except BaseException as error:
+        tracking.fail_run(client, run_id, error)
+        raise
+    _report(candidates, results, scores, weights)
+    print(f"MLflow ensemble run {run_id}: {tracking.ui_address(cfg_tracking, experiment_id, run_id)}")
+    print(f"predict with: python -m hms.predict --ensemble {run_id} --out submission.csv")
+    return EnsembleResult(run_id, weights, scores, candidates)
+
+
+def _candidate_table(candidates: Candidates, weights: np.ndarray) -> pd.DataFrame:
+    y, total_votes = candidates.y, candidates.rows.total_votes.to_numpy()
+    rows = []
+    for m, run_id in enumerate(candidates.run_ids):
+        scores = _scores(y, candidates.p[m], total_votes)
+        rows.append({"run_id": run_id, "name": candidates.names[m], "weight": float(weights[m]), "cv_kl": scores["kl"],
+                     "cv_kl_hq": scores.get("kl_hq", np.nan), **candidates.choices[m]})
+    return pd.DataFrame(rows)
+
+
+def _log_plots(client, run_id, table: pd.DataFrame, results, folder: Path) -> None:
+    from . import plots
+
+    labels = [f"{n} ({r[:8]})" for n, r in zip(table.name, table.run_id)]
+    figures = {"weights.png": plots.member_weights(labels, table.weight.to_numpy()),
+               "candidates_vs_ensemble.png": plots.candidates_vs_ensemble(
+                   labels, table.cv_kl.to_numpy(), {m: (r[1], r[2]) for m, r in results.items()})}
+    for name, figure in figures.items():
+        plots.save(figure, folder / name)
+        client.log_artifact(run_id, str(folder / name), "plots")
+
+
+def _report(candidates: Candidates, results, scores, weights) -> None:
+    for m in np.argsort(-weights):
+        if weights[m] > 0:
+            print(f"  member {candidates.label(m)}: weight {weights[m]:.3f}, "
+                  f"its CV KL {kl_divergence(candidates.y, candidates.p[m]):.4f}")
+    print(f"{'method':12s} {'KL':>8s} {'nested KL':>10s} {'seconds':>8s}")
+    for method, (_, kl, nested_kl, seconds) in results.items():
+        print(f"{method:12s} {kl:8.4f} {nested_kl:10.4f} {seconds:8.1f}")
+    print(f"ensemble cv_kl {scores['cv_kl']:.4f} (nested {scores['cv_kl_nested']:.4f})")
+
+
+def main(argv=None) -> int:
+    """The `python -m hms.ensemble` command line."""
+    parser = argparse.ArgumentParser(prog="python -m hms.ensemble", description=__doc__.splitlines()[0])
+    parser.add_argument("--experiment", default="hms", help="MLflow experiment holding the candidate runs")
+    parser.add_argument("--runs", nargs="+", default=None, help="candidate CV run ids (default: every finished CV run)")
+    parser.add_argument("--filter", default=None, help="MLflow filter on the experiment's CV runs, e.g. \"params.`input.mix` = 'both'\"")
+    parser.add_argument("--trials", type=int, default=200, help="Optuna trials choosing members and weights")
+    parser.add_argument("--max-members", type=int, default=None)
+    parser.add_argument("--blend", choices=BLENDS, default="prob", help="prob: weighted mean; log: weighted geometric mean")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    args = parser.parse_args(argv)
+    try:
+        run_ensemble(args.tracking_uri, args.experiment, args.runs, args.filter, args.trials, args.max_members, args.blend, args.seed)
+    except EnsembleError as error:
+        print(f"ensemble error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Ensembles over real tiny CV runs in a real MLflow store; blending and weight fitting on arrays."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hms.ensemble import (EnsembleError, blend, fit_best_single, fit_equal, fit_greedy, fit_optuna, nested_predictions,
+                          run_ensemble)
+from hms.metrics import kl_divergence
+
+from .conftest import SAME_FOLDS, run_module, runs
+
+def oof_of(client, run_id, folder):
+    return pd.read_parquet(client.download_artifacts(run_id, "oof.parquet", str(folder))).sort_values("eeg_id")
+
+
+def test_ensemble_command_beats_its_best_member_and_records_everything(candidate_runs, tmp_path):
+    store, client, same, _ = candidate_runs
+    uri = f"sqlite:///{store}/mlflow.db"
+    done = run_module("hms.ensemble", "--tracking-uri", uri, "--filter", SAME_FOLDS, "--trials", "60", cwd=store)
+    assert done.returncode == 0, done.stderr
+    ensemble = next(r for r in runs(store)[2] if r.data.tags.get("hms.run_type") == "ensemble")
+    assert ensemble.info.status == "FINISHED" and ensemble.info.run_id in done.stdout
+    oofs = {r.info.run_id: oof_of(client, r.info.run_id, tmp_path) for r in same}
+    member_kl = {run_id: kl_divergence(o.filter(like="y_").to_numpy(), o.filter(like="p_").to_numpy()) for run_id, o in oofs.items()}
+    metrics = ensemble.data.metrics
+    assert metrics["cv_kl"] <= min(member_kl.values()) + 1e-6  # never worse than its best member (rows renormalised)
+    assert metrics["best_single_kl"] == pytest.approx(min(member_kl.values()), abs=1e-6)
+    for key in ("cv_kl_hq", "cv_kl_nested", "equal_kl", "greedy_kl", "best_single_kl_nested", "equal_kl_nested", "greedy_kl_nested"):
+        assert np.isfinite(metrics[key]), key
+    assert metrics["greedy_kl"] <= metrics["best_single_kl"] + 1e-12
+    # ensemble.json, recomputed here from the members' own oof.parquet files: the logged cv_kl is that blend's KL.
+    bundle = json.loads(open(client.download_artifacts(ensemble.info.run_id, "ensemble.json", str(tmp_path))).read())
+    weights = {m["run_id"]: m["weight"] for m in bundle["members"]}
+    assert bundle["blend"] == "prob" and set(weights) <= set(oofs) and sum(weights.values()) == pytest.approx(1)
+    assert ensemble.data.tags["hms.members"].split(",") == [m["run_id"] for m in bundle["members"]]
+    blended = sum(w * oofs[r].filter(like="p_").to_numpy() for r, w in weights.items())
+    blended /= blended.sum(axis=1, keepdims=True)  # float32 softmax rows sum to 1 only nearly
+    y = next(iter(oofs.values())).filter(like="y_").to_numpy()
+    assert metrics["cv_kl"] == pytest.approx(kl_divergence(y, blended), abs=1e-9)
+    assert all(m["choices"]["input.mix"] in ("both", "eeg", "kaggle") for m in bundle["members"])
+    artifacts = {a.path for a in client.list_artifacts(ensemble.info.run_id)}
+    assert {"ensemble.json", "candidates.csv", "oof.parquet", "plots"} <= artifacts
+    assert {a.path for a in client.list_artifacts(ensemble.info.run_id, "plots")} == {
+        "plots/weights.png", "plots/candidates_vs_ensemble.png"}
+
+
+def test_log_space_blend_is_a_normalised_geometric_mean(candidate_runs, tmp_path):
+    store, client, same, _ = candidate_runs
+    result = run_ensemble(f"sqlite:///{store}/mlflow.db", run_ids=[r.info.run_id for r in same], trials=30, mode="log")
+    p = np.stack([oof_of(client, r.info.run_id, tmp_path).filter(like="p_").to_numpy() for r in same])
+    geometric = np.exp(np.tensordot(result.weights, np.log(p), axes=1))
+    geometric /= geometric.sum(axis=1, keepdims=True)
+    assert result.scores["cv_kl"] == pytest.approx(kl_divergence(result.candidates.y, geometric), abs=1e-9)
+    assert result.scores["cv_kl"] <= min(kl_divergence(result.candidates.y, q) for q in p) + 1e-12
+    assert client.get_run(result.run_id).data.params["blend"] == "log"
+
+
+def test_a_mismatched_run_is_rejected_by_name(candidate_runs):
+    store, _, same, other = candidate_runs
+    uri = f"sqlite:///{store}/mlflow.db"
+    # Every finished CV run of the experiment: the 3-fold run covers other rows and folds.
+    done = run_module("hms.ensemble", "--tracking-uri", uri, "--trials", "5", cwd=store)
+    assert done.returncode == 2
+    assert other.info.run_id in done.stderr and "does not match" in done.stderr and "eeg_ids" in done.stderr
+    with pytest.raises(EnsembleError, match=other.info.run_id):
+        run_ensemble(uri, run_ids=[same[0].info.run_id, other.info.run_id], trials=5)
+    fold_run = next(r for r in runs(store)[2] if r.data.tags.get("hms.run_type") == "fold")
+    with pytest.raises(EnsembleError, match=f"{fold_run.info.run_id}.*not a finished CV run"):
+        run_ensemble(uri, run_ids=[same[0].info.run_id, fold_run.info.run_id], trials=5)
+
+
+def test_blend_modes_and_weight_fitting_on_arrays():
+    rng = np.random.default_rng(0)
+    y = rng.dirichlet(np.ones(6), 200)
+    noisy = lambda scale: np.clip(y + rng.normal(0, scale, y.shape), 1e-3, None)  # noqa: E731
+    p = np.stack([q / q.sum(axis=1, keepdims=True) for q in (noisy(0.1), noisy(0.1), noisy(0.4))])
+    assert np.allclose(blend(p, [1, 1, 1]), p.mean(axis=0))
+    assert np.allclose(blend(p, [0, 2, 0], "log"), p[1])
+    best = fit_best_single(p, y)
+    assert best.tolist() == [0, 1, 0] or best.tolist() == [1, 0, 0]
+    greedy = fit_greedy(p, y)
+    assert kl_divergence(y, blend(p, greedy)) < kl_divergence(y, blend(p, best))  # two independent errors average out
+    assert greedy[0] > 0 and greedy[1] > 0 and greedy.sum() == pytest.approx(1)
+    assert (fit_greedy(p, y, max_members=1) > 0).sum() == 1
+    optuna_w = fit_optuna(p, y, trials=40, max_members=2)
+    assert (optuna_w > 0).sum() <= 2 and kl_divergence(y, blend(p, optuna_w)) <= kl_divergence(y, blend(p, best)) + 1e-12
+    assert np.allclose(fit_equal(p), 1 / 3)
+
+
+def test_nested_estimate_uses_weights_fitted_on_the_other_folds():
+    # Run 0 is right on fold 0 and on 5 rows of fold 1, run 1 on fold 1 only: run 0 is the best single run
+    # in-sample. Nested, fold 0 is blended by what fold 1 prefers (run 1) and fold 1 by what fold 0 prefers (run 0).
+    y = np.tile(np.eye(6)[0], (40, 1))
+    folds = np.repeat([0, 1], 20)
+    good, bad = np.array([0.9, 0.02, 0.02, 0.02, 0.02, 0.02]), np.array([0.1, 0.18, 0.18, 0.18, 0.18, 0.18])
+    right = [np.arange(40) < 25, folds == 1]
+    p = np.stack([np.where(r[:, None], good, bad) for r in right])
+    assert fit_best_single(p, y).tolist() == [1, 0]
+    nested = nested_predictions(fit_best_single, p, y, folds)
+    assert np.allclose(nested[folds == 0], p[1, folds == 0]) and np.allclose(nested[folds == 1], p[0, folds == 1])
+    assert kl_divergence(y, nested) > kl_divergence(y, p[0])
