@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -376,6 +377,7 @@ def _report(candidates: Candidates, results, scores, weights) -> None:
 
 
 def main(argv=None) -> int:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per small artifact is noise here
     """The `python -m hms.ensemble` command line."""
     parser = argparse.ArgumentParser(prog="python -m hms.ensemble", description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", default="hms", help="MLflow experiment holding the candidate runs")

@@ -88,13 +88,13 @@ def candidates_vs_ensemble(labels: list[str], kls: np.ndarray, methods: dict[str
     names = [*labels, *methods]
     in_sample = [*kls, *(v[0] for v in methods.values())]
     nested = [np.nan] * len(labels) + [np.nan if v[1] is None else v[1] for v in methods.values()]
-    figure, axis = plt.subplots(figsize=(8, 0.4 * len(names) + 1.5))
+    figure, axis = plt.subplots(figsize=(8, 0.4 * len(names) + 2.2))
     positions = np.arange(len(names))[::-1]
     axis.barh(positions + 0.2, in_sample, height=0.4, label="out-of-fold KL (weights fitted on all rows)")
     axis.barh(positions - 0.2, nested, height=0.4, label="nested: each fold blended with weights fitted on the others")
     axis.set_yticks(positions, names)
     axis.set_xlabel("KL divergence (lower is better)")
     axis.set_xlim(0.9 * np.nanmin([*in_sample, *nested]), None)
-    axis.legend(fontsize="small", loc="lower right")
+    axis.legend(fontsize="small", loc="lower center", bbox_to_anchor=(0.5, 1.0))
     figure.tight_layout()
     return figure

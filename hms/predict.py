@@ -140,7 +140,8 @@ def member_predictions(member, data_cfg: DictConfig, root, test: pd.DataFrame, b
     batches = TileBatches(sources, rows, np.zeros((len(rows), len(VOTE_COLUMNS)), np.float32), batch_size)
     keras.mixed_precision.set_global_policy("float32")
     model = build_model(cfg.backbone.name, tuple(cfg.input.tile), len(sources), source=cfg.backbone.source, weights=None,
-                        dropout=cfg.backbone.dropout, bn_momentum=cfg.backbone.bn_momentum)
+                        dropout=cfg.backbone.dropout, bn_momentum=cfg.backbone.bn_momentum,
+                                     drop_connect=cfg.backbone.get("drop_connect", 0.2))
     out = np.full((len(test), len(VOTE_COLUMNS)), np.nan)
     folds = []
     for path in member["models"]:
@@ -190,6 +191,7 @@ def _submission_order(root, test: pd.DataFrame) -> np.ndarray:
 
 
 def main(argv=None) -> int:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per small artifact is noise here
     """The `python -m hms.predict` command line."""
     from .config import ConfigError, compose, validate
     from .data import DataError

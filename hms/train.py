@@ -102,7 +102,8 @@ class FreshModel:
         with devices.strategy.scope():
             self.model = build_model(cfg.backbone.name, tuple(cfg.input.tile), kinds, source=cfg.backbone.source,
                                      weights=cfg.backbone.weights, dropout=cfg.backbone.dropout,
-                                     bn_momentum=cfg.backbone.bn_momentum)
+                                     bn_momentum=cfg.backbone.bn_momentum,
+                                     drop_connect=cfg.backbone.get("drop_connect", 0.2))
             _compile(self.model, lr_at(cfg.schedule, 0, cfg.trainer.epochs))
             self.model.optimizer.build(self.model.trainable_variables)
         self.weights = self.model.get_weights()

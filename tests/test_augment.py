@@ -1,7 +1,7 @@
 import numpy as np
 from omegaconf import OmegaConf
 
-from hms.augment import build_augmentation, swap_hemispheres
+from hms.augment import build_augmentation, swap_hemispheres, tta_views
 
 
 def tiles():
@@ -36,3 +36,15 @@ def test_coarse_dropout_zeroes_patches_in_every_channel():
     out = augment(image=x)["image"]
     zero = out == 0
     assert zero.any() and (zero.all(axis=-1) == zero.any(axis=-1)).all()
+
+
+def test_test_time_views_are_every_combination_of_the_enabled_flips():
+    batch = tiles()[None]
+    both = tta_views(OmegaConf.create({"time_flip": 0.5, "hemisphere": 0.5, "coarse_dropout": 0.0, "tta": True}))
+    outs = [view(batch) for view in both]
+    assert len(outs) == 4 and np.array_equal(outs[0], batch)
+    assert np.array_equal(outs[1], batch[:, :, ::-1]) and np.array_equal(outs[2][0], swap_hemispheres(batch[0]))
+    assert np.array_equal(outs[3][0], swap_hemispheres(batch[0, :, ::-1]))
+    assert len(tta_views(OmegaConf.create({"time_flip": 0.5, "hemisphere": 0.0, "coarse_dropout": 0.0, "tta": True}))) == 2
+    assert len(tta_views(OmegaConf.create({"time_flip": 0.5, "hemisphere": 0.5, "coarse_dropout": 0.0, "tta": False}))) == 1
+    assert len(tta_views(OmegaConf.create({"time_flip": 0.5, "hemisphere": 0.5, "coarse_dropout": 0.0}))) == 1  # older runs' configs

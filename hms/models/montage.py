@@ -31,11 +31,12 @@ class TileMontage(layers.Layer):
 
 
 def build_model(backbone: str, tile, kinds: int, source: str = "efficientnet", weights=None, dropout: float = 0.2,
-                bn_momentum: float | None = None):
+                bn_momentum: float | None = None, drop_connect: float = 0.2):
     """The classifier on (batch, H, W, 4*kinds) tiles; outputs class probabilities in float32.
 
     `bn_momentum` replaces the backbone's batch-norm momentum (0.99): short runs from scratch need
-    faster-moving statistics, or validation sees running means still close to their initial values."""
+    faster-moving statistics, or validation sees running means still close to their initial values.
+    `drop_connect` rescales the backbone's stochastic depth (0.2 at its deepest block; 0: off)."""
     height, width = tile
     inputs = keras.Input((height, width, 4 * kinds), name="tiles")
     image = TileMontage(kinds, name="montage")(inputs)
@@ -44,6 +45,9 @@ def build_model(backbone: str, tile, kinds: int, source: str = "efficientnet", w
         for layer in net.layers:
             if isinstance(layer, layers.BatchNormalization):
                 layer.momentum = bn_momentum
+    for layer in net.layers:  # the per-block stochastic-depth dropouts grow linearly to 0.2 at the last block
+        if isinstance(layer, layers.Dropout) and layer.name.startswith("block") and layer.name.endswith("drop"):
+            layer.rate = layer.rate * drop_connect / 0.2
     features = net(image)
     pooled = layers.GlobalAveragePooling2D(name="pool")(features)
     pooled = layers.Dropout(dropout, name="dropout")(pooled)
