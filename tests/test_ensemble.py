@@ -54,7 +54,7 @@ def test_log_space_blend_is_a_normalised_geometric_mean(candidate_runs, tmp_path
     geometric = np.exp(np.tensordot(result.weights, np.log(p), axes=1))
     geometric /= geometric.sum(axis=1, keepdims=True)
     assert result.scores["cv_kl"] == pytest.approx(kl_divergence(result.candidates.y, geometric), abs=1e-9)
-    assert result.scores["cv_kl"] <= min(kl_divergence(result.candidates.y, q) for q in p) + 1e-12
+    assert result.scores["cv_kl"] <= min(kl_divergence(result.candidates.y, q) for q in p) + 1e-6  # rows renormalised
     assert client.get_run(result.run_id).data.params["blend"] == "log"
 
 
