@@ -19,6 +19,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,6 +215,7 @@ def fit_optuna(p, y, mode="prob", trials: int = 200, max_members: int | None = N
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # multivariate TPE
     study = study or optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True))
     if warm_start:
         single = int(np.argmin([kl_divergence(y, q) for q in p]))
