@@ -9,7 +9,7 @@ _SWAP = np.array([1, 0, 3, 2])
 
 
 def swap_hemispheres(image: np.ndarray, **_) -> np.ndarray:
-    """(H, W, 4k) tiles with left and right exchanged in each kind's regions."""
+    """(..., 4k) tiles (one image or a batch) with left and right exchanged in each kind's regions."""
     kinds = image.shape[-1] // 4
     return image[..., np.concatenate([_SWAP + 4 * k for k in range(kinds)])]
 
@@ -22,7 +22,7 @@ def tta_views(cfg) -> list:
         if cfg.time_flip > 0:
             flips.append(lambda x: x[:, :, ::-1, :])
         if cfg.hemisphere > 0:
-            flips.append(lambda x: x[..., np.concatenate([_SWAP + 4 * k for k in range(x.shape[-1] // 4)])])
+            flips.append(swap_hemispheres)
     views = [lambda x: x]
     for flip in flips:
         views += [lambda x, view=view, flip=flip: flip(view(x)) for view in views]

@@ -126,7 +126,7 @@ def member_predictions(member, data_cfg: DictConfig, root, test: pd.DataFrame, b
 
     from .augment import tta_views
     from .batches import TileBatches, predict_views
-    from .models import build_model
+    from .models import model_for
     from .prepare import build_features, feature_kinds
 
     cfg = member["config"].copy()
@@ -139,9 +139,7 @@ def member_predictions(member, data_cfg: DictConfig, root, test: pd.DataFrame, b
     rows = np.flatnonzero(~bad)
     batches = TileBatches(sources, rows, np.zeros((len(rows), len(VOTE_COLUMNS)), np.float32), batch_size)
     keras.mixed_precision.set_global_policy("float32")
-    model = build_model(cfg.backbone.name, tuple(cfg.input.tile), len(sources), source=cfg.backbone.source, weights=None,
-                        dropout=cfg.backbone.dropout, bn_momentum=cfg.backbone.bn_momentum,
-                                     drop_connect=cfg.backbone.get("drop_connect", 0.2))
+    model = model_for(cfg, len(sources))  # its fold weights are loaded below
     out = np.full((len(test), len(VOTE_COLUMNS)), np.nan)
     folds = []
     for path in member["models"]:

@@ -95,15 +95,12 @@ class FreshModel:
     def __init__(self, cfg, devices, kinds: int):
         import keras
 
-        from .models import build_model
+        from .models import model_for
         from .schedule import lr_at
 
         keras.utils.set_random_seed(cfg.seed)
         with devices.strategy.scope():
-            self.model = build_model(cfg.backbone.name, tuple(cfg.input.tile), kinds, source=cfg.backbone.source,
-                                     weights=cfg.backbone.weights, dropout=cfg.backbone.dropout,
-                                     bn_momentum=cfg.backbone.bn_momentum,
-                                     drop_connect=cfg.backbone.get("drop_connect", 0.2))
+            self.model = model_for(cfg, kinds, cfg.backbone.weights)
             _compile(self.model, lr_at(cfg.schedule, 0, cfg.trainer.epochs))
             self.model.optimizer.build(self.model.trainable_variables)
         self.weights = self.model.get_weights()

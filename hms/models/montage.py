@@ -30,8 +30,11 @@ class TileMontage(layers.Layer):
         return {**super().get_config(), "kinds": self.kinds}
 
 
+PACKAGE_DROP_CONNECT = 0.2  # both EfficientNet packages' stochastic depth at the last block
+
+
 def build_model(backbone: str, tile, kinds: int, source: str = "efficientnet", weights=None, dropout: float = 0.2,
-                bn_momentum: float | None = None, drop_connect: float = 0.2):
+                bn_momentum: float | None = None, drop_connect: float = PACKAGE_DROP_CONNECT):
     """The classifier on (batch, H, W, 4*kinds) tiles; outputs class probabilities in float32.
 
     `bn_momentum` replaces the backbone's batch-norm momentum (0.99): short runs from scratch need
@@ -47,9 +50,17 @@ def build_model(backbone: str, tile, kinds: int, source: str = "efficientnet", w
                 layer.momentum = bn_momentum
     for layer in net.layers:  # the per-block stochastic-depth dropouts grow linearly to 0.2 at the last block
         if isinstance(layer, layers.Dropout) and layer.name.startswith("block") and layer.name.endswith("drop"):
-            layer.rate = layer.rate * drop_connect / 0.2
+            layer.rate = layer.rate * drop_connect / PACKAGE_DROP_CONNECT
     features = net(image)
     pooled = layers.GlobalAveragePooling2D(name="pool")(features)
     pooled = layers.Dropout(dropout, name="dropout")(pooled)
     outputs = layers.Dense(len(CLASSES), activation="softmax", dtype="float32", name="probabilities")(pooled)
     return keras.Model(inputs, outputs, name=f"hms_{backbone}")
+
+
+def model_for(cfg, kinds: int, weights=None):
+    """`build_model` with a run config's backbone and tile choices (`weights`: the backbone's initial weights)."""
+    backbone = cfg.backbone
+    return build_model(backbone.name, tuple(cfg.input.tile), kinds, source=backbone.source, weights=weights,
+                       dropout=backbone.dropout, bn_momentum=backbone.bn_momentum,
+                       drop_connect=backbone.get("drop_connect", PACKAGE_DROP_CONNECT))

@@ -60,3 +60,21 @@ def test_model_outputs_float32_probabilities_under_mixed_precision():
         keras.mixed_precision.set_global_policy("float32")
     assert out.dtype == "float32" and out.shape == (2, 6)
     np.testing.assert_allclose(np.asarray(out).sum(axis=1), 1, atol=1e-5)
+
+
+@pytest.mark.parametrize("source", ["efficientnet", "keras"])
+def test_drop_connect_scales_the_backbones_stochastic_depth(source):
+    import keras
+
+    def block_rates(model):
+        backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+        return [layer.rate for layer in backbone.layers if isinstance(layer, keras.layers.Dropout) and layer.name.endswith("drop")]
+
+    default = block_rates(build_model("efficientnet_b0", (16, 32), 1, source=source))
+    assert len(default) == 9 and default == sorted(default) and max(default) == pytest.approx(0.2 * 14 / 16)
+    assert block_rates(build_model("efficientnet_b0", (16, 32), 1, source=source, drop_connect=0.1)) == pytest.approx(
+        [r / 2 for r in default])
+    model = build_model("efficientnet_b0", (16, 32), 1, source=source, drop_connect=0.0)
+    assert block_rates(model) == [0.0] * 9
+    x = np.random.default_rng(0).normal(size=(2, 16, 32, 4)).astype(np.float32)
+    assert np.allclose(model(x, training=True).numpy().sum(axis=1), 1, atol=1e-5)
