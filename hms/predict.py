@@ -29,8 +29,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from .constants import SUBMISSION_COLUMNS, VOTE_COLUMNS
-
-BUNDLE_FILE = "ensemble.json"
+from .ensemble import ENSEMBLE_FILE as BUNDLE_FILE  # the same file in an ensemble run and in a model folder
 
 
 class PredictError(Exception):
