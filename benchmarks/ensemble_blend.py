@@ -11,14 +11,13 @@ fitted on the others), timing both. Optuna runs twice: cold (TPE from random sta
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from hms.ensemble import (blend, find_runs, fit_best_single, fit_equal, fit_greedy, fit_optuna,  # noqa: E402
-                          fit_scipy, load_candidates, nested_predictions)
+from hms.ensemble import (evaluate, find_runs, fit_best_single, fit_equal, fit_greedy, fit_optuna,  # noqa: E402
+                          fit_scipy, load_candidates)
 from hms.metrics import kl_divergence  # noqa: E402
 from hms.tracking import client_for  # noqa: E402
 
@@ -50,13 +49,8 @@ def main():
         "best single run": (fit_best_single, {}),
         "equal weights": (fit_equal, {}),
     }
-    rows = []
-    for name, (fit, options) in methods.items():
-        start = time.perf_counter()
-        w = fit(p, y, args.blend, **options)
-        seconds = time.perf_counter() - start
-        nested = kl_divergence(y, nested_predictions(fit, p, y, folds, args.blend, **options))
-        rows.append((name, kl_divergence(y, blend(p, w, args.blend)), nested, seconds, int((w > 0).sum())))
+    results = evaluate(candidates, args.blend, methods)
+    rows = [(name, kl, nested, seconds, int((w > 0).sum())) for name, (w, kl, nested, seconds) in results.items()]
     reference = rows[0]
     print(f"\n{'method':36s} {'KL':>8s} {'nested':>8s} {'seconds':>8s} {'members':>7s}  KL - scipy  time / scipy")
     for name, kl, nested, seconds, members in rows:

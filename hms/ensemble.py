@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data import HQ_VOTES, PRED_COLUMNS, TARGET_COLUMNS
+from .data import PRED_COLUMNS, TARGET_COLUMNS
 from .metrics import EPSILON, kl_divergence
 
 BLENDS = ("prob", "log")
@@ -233,7 +233,12 @@ def fit_optuna(p, y, mode="prob", trials: int = 200, max_members: int | None = N
     return np.asarray(study.best_trial.user_attrs["weights"])
 
 
-METHODS = {"optuna": fit_optuna, "greedy": fit_greedy, "best_single": fit_best_single, "equal": fit_equal}
+def methods(trials: int = 200, max_members: int | None = None, seed: int = 0) -> dict:
+    """The fitting methods an ensemble run compares, each as (fit function, its options): Optuna first."""
+    return {"optuna": (fit_optuna, {"trials": trials, "max_members": max_members, "seed": seed}),
+            "greedy": (fit_greedy, {"max_members": max_members}),
+            "best_single": (fit_best_single, {}),
+            "equal": (fit_equal, {})}
 
 
 def nested_predictions(fit, p, y, folds, mode="prob", **options) -> np.ndarray:
@@ -256,25 +261,17 @@ class EnsembleResult:
     candidates: Candidates
 
 
-def _scores(y, predictions, total_votes) -> dict[str, float]:
-    hq = total_votes >= HQ_VOTES
-    out = {"kl": kl_divergence(y, predictions)}
-    if hq.any():
-        out["kl_hq"] = kl_divergence(y[hq], predictions[hq])
-    return out
-
-
-def evaluate(candidates: Candidates, mode: str, trials: int, max_members: int | None, seed: int, nested: bool = True):
-    """Fit every method on all rows and (nested) fold by fold: {method: (weights, in-sample KL, nested KL)}."""
+def evaluate(candidates: Candidates, mode: str, fits: dict) -> dict:
+    """Fit each of `fits` ({name: (fit, options)}) on all rows and fold by fold:
+    {name: (weights, in-sample KL, nested KL, seconds of the in-sample fit)}."""
     p, y, folds = candidates.p, candidates.y, candidates.folds
-    options = {"optuna": dict(trials=trials, max_members=max_members, seed=seed), "greedy": dict(max_members=max_members)}
     results = {}
-    for method, fit in METHODS.items():
+    for name, (fit, options) in fits.items():
         start = time.perf_counter()
-        w = fit(p, y, mode, **options.get(method, {}))
-        kl = kl_divergence(y, blend(p, w, mode))
-        nested_kl = kl_divergence(y, nested_predictions(fit, p, y, folds, mode, **options.get(method, {}))) if nested else None
-        results[method] = (w, kl, nested_kl, time.perf_counter() - start)
+        w = fit(p, y, mode, **options)
+        seconds = time.perf_counter() - start
+        nested_kl = kl_divergence(y, nested_predictions(fit, p, y, folds, mode, **options))
+        results[name] = (w, kl_divergence(y, blend(p, w, mode)), nested_kl, seconds)
     return results
 
 
@@ -284,7 +281,7 @@ def run_ensemble(tracking_uri: str | None = None, experiment: str = "hms", run_i
     from omegaconf import OmegaConf
 
     from . import tracking
-    from .train import cv_scores
+    from .train import cv_scores, oof_frame
 
     if mode not in BLENDS:
         raise EnsembleError(f"--blend must be one of {BLENDS}, got {mode!r}")
@@ -295,13 +292,9 @@ def run_ensemble(tracking_uri: str | None = None, experiment: str = "hms", run_i
     candidates = load_candidates(client, find_runs(client, experiment, run_ids, filter_string))
     print(f"{len(candidates.run_ids)} candidate runs over {len(candidates.rows)} out-of-fold rows, "
           f"{len(np.unique(candidates.folds))} folds; blend: {mode}")
-    results = evaluate(candidates, mode, trials, max_members, seed)
+    results = evaluate(candidates, mode, methods(trials, max_members, seed))
     weights = results["optuna"][0]
-    y = candidates.y
-    blended = blend(candidates.p, weights, mode)
-    oof = candidates.rows.copy()
-    for i, column in enumerate(PRED_COLUMNS):
-        oof[column] = blended[:, i]
+    oof = oof_frame(candidates.rows, np.arange(len(candidates.rows)), blend(candidates.p, weights, mode))
     scores = cv_scores(oof)
     scores["cv_kl_nested"] = results["optuna"][2]
     for method in ("best_single", "equal", "greedy"):
@@ -322,11 +315,11 @@ def run_ensemble(tracking_uri: str | None = None, experiment: str = "hms", run_i
             "weights": ",".join(f"{weights[m]:.6f}" for m in members)})
         for key, value in scores.items():
             client.log_metric(run_id, key, float(value))
-        table = _candidate_table(candidates, weights)
+        table = candidate_table(candidates, weights)
         bundle = {"format": 1, "blend": mode, "cv_kl": scores["cv_kl"], "cv_kl_nested": scores["cv_kl_nested"],
                   "tracking_uri": tracking.tracking_uri(cfg_tracking),
                   "members": [{"run_id": candidates.run_ids[m], "name": candidates.names[m], "weight": float(weights[m]),
-                               "cv_kl": float(kl_divergence(y, candidates.p[m])), "choices": candidates.choices[m]}
+                               "cv_kl": float(table.cv_kl[m]), "choices": candidates.choices[m]}
                               for m in members]}
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / ENSEMBLE_FILE).write_text(json.dumps(bundle, indent=2))
@@ -339,19 +332,21 @@ def run_ensemble(tracking_uri: str | None = None, experiment: str = "hms", run_i
     except BaseException as error:
         tracking.fail_run(client, run_id, error)
         raise
-    _report(candidates, results, scores, weights)
+    _report(candidates, table, results, scores)
     print(f"MLflow ensemble run {run_id}: {tracking.ui_address(cfg_tracking, experiment_id, run_id)}")
     print(f"predict with: python -m hms.predict --ensemble {run_id} --out submission.csv")
     return EnsembleResult(run_id, weights, scores, candidates)
 
 
-def _candidate_table(candidates: Candidates, weights: np.ndarray) -> pd.DataFrame:
-    y, total_votes = candidates.y, candidates.rows.total_votes.to_numpy()
+def candidate_table(candidates: Candidates, weights: np.ndarray) -> pd.DataFrame:
+    """One row per candidate run: its id, name, weight, CV KL (all rows and >= 10 votes) and key config choices."""
+    from .train import cv_scores, oof_frame
+
     rows = []
     for m, run_id in enumerate(candidates.run_ids):
-        scores = _scores(y, candidates.p[m], total_votes)
-        rows.append({"run_id": run_id, "name": candidates.names[m], "weight": float(weights[m]), "cv_kl": scores["kl"],
-                     "cv_kl_hq": scores.get("kl_hq", np.nan), **candidates.choices[m]})
+        scores = cv_scores(oof_frame(candidates.rows, np.arange(len(candidates.rows)), candidates.p[m]))
+        rows.append({"run_id": run_id, "name": candidates.names[m], "weight": float(weights[m]), "cv_kl": scores["cv_kl"],
+                     "cv_kl_hq": scores.get("cv_kl_hq", np.nan), **candidates.choices[m]})
     return pd.DataFrame(rows)
 
 
@@ -367,11 +362,10 @@ def _log_plots(client, run_id, table: pd.DataFrame, results, folder: Path) -> No
         client.log_artifact(run_id, str(folder / name), "plots")
 
 
-def _report(candidates: Candidates, results, scores, weights) -> None:
-    for m in np.argsort(-weights):
-        if weights[m] > 0:
-            print(f"  member {candidates.label(m)}: weight {weights[m]:.3f}, "
-                  f"its CV KL {kl_divergence(candidates.y, candidates.p[m]):.4f}")
+def _report(candidates: Candidates, table: pd.DataFrame, results, scores) -> None:
+    for m in table.sort_values("weight", ascending=False).index:
+        if table.weight[m] > 0:
+            print(f"  member {candidates.label(m)}: weight {table.weight[m]:.3f}, its CV KL {table.cv_kl[m]:.4f}")
     print(f"{'method':12s} {'KL':>8s} {'nested KL':>10s} {'seconds':>8s}")
     for method, (_, kl, nested_kl, seconds) in results.items():
         print(f"{method:12s} {kl:8.4f} {nested_kl:10.4f} {seconds:8.1f}")

@@ -29,6 +29,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from .constants import SUBMISSION_COLUMNS, VOTE_COLUMNS
+from .ensemble import BLENDS
 from .ensemble import ENSEMBLE_FILE as BUNDLE_FILE  # the same file in an ensemble run and in a model folder
 
 
@@ -98,11 +99,12 @@ def load_bundle(folder) -> dict:
     try:
         bundle = json.loads(path.read_text())
         members = bundle["members"]
-        blend_mode = bundle["blend"]
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise PredictError(f"{path}: not an hms model folder's ensemble.json ({type(error).__name__}: {error})") from None
     if not members:
         raise PredictError(f"{path}: no members")
+    if bundle.get("blend") not in BLENDS:
+        raise PredictError(f"{path}: blend must be one of {BLENDS}, got {bundle.get('blend')!r}")
     for member in members:
         member_dir = folder / member["run_id"]
         if not (member_dir / "config.yaml").is_file():
@@ -113,7 +115,6 @@ def load_bundle(folder) -> dict:
             raise PredictError(f"{member_dir}: no fold<k>.weights.h5 model files")
         if not float(member["weight"]) >= 0:
             raise PredictError(f"{path}: member {member['run_id']} has weight {member['weight']}")
-    bundle["blend"] = blend_mode
     return bundle
 
 
