@@ -20,11 +20,11 @@ study: {study}
 direction: minimize
 sampler: {{name: random, seed: 0}}
 pruner: {pruner}
-base: ["input.tile=[16,32]", trainer.epochs=2, cv.folds={folds}, "schedule.steps=[[0,1.0e-3],[1,3.0e-4]]",
+base: ["input.tile=[16,32]", trainer.epochs=2, cv.folds={folds}, "schedule.steps=[[0,1.0e-3],[0.5,3.0e-4]]",
        trainer.batch_size=16, trainer.verbose=0]
 params:
   backbone: {{type: categorical, choices: [efficientnet_b0, efficientnet_b1]}}
-  schedule.steps: {{type: categorical, choices: ["[[0,1.0e-3],[1,3.0e-4]]", "[[0,1.0e-5]]", "[[0,3.0e-3],[1,1.0e-3]]"]}}
+  schedule.steps: {{type: categorical, choices: ["[[0,1.0e-3],[0.5,3.0e-4]]", "[[0,1.0e-5]]", "[[0,3.0e-3],[0.5,1.0e-3]]"]}}
   augmentation: {{type: categorical, choices: [none, hemisphere]}}
 """
 

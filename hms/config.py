@@ -58,8 +58,24 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"augmentation.tta={cfg.augmentation.tta!r} must be true or false")
     if cfg.schedule.name == "step":
         steps = [list(s) for s in cfg.schedule.steps]
-        if not steps or any(len(s) != 2 for s in steps) or steps[0][0] != 0 or steps != sorted(steps):
-            raise ConfigError(f"schedule.steps={steps} must be [epoch, lr] pairs sorted by epoch, starting at epoch 0")
+        if (not steps or any(len(s) != 2 for s in steps) or steps[0][0] != 0 or steps != sorted(steps)
+                or any(not 0 <= s[0] < 1 or s[1] < 0 for s in steps)):
+            raise ConfigError(f"schedule.steps={steps} must be [fraction of the run, lr] pairs sorted by fraction, "
+                              "starting at 0, fractions below 1, lr >= 0 (e.g. [[0, 1e-3], [0.5, 1e-4], [0.75, 1e-5]])")
+    else:
+        warmup = cfg.schedule.get("warmup")
+        if not isinstance(warmup, (int, float)) or not 0 <= warmup < 1:
+            raise ConfigError(f"schedule.warmup={warmup!r} must be a fraction of the run in [0, 1)")
+    _check_auto_or_number(cfg, "backbone.bn_momentum", 0.0, 1.0, "a momentum in (0, 1)")
+    _check_auto_or_number(cfg, "backbone.drop_connect", -1e-12, 1.0, "a rate in [0, 1)")
     weights = cfg.backbone.weights
     if weights not in (None, "imagenet") and not Path(weights).is_file():
         raise ConfigError(f"backbone.weights={weights!r}: no such file (use null, imagenet, or a local weights file)")
+
+
+def _check_auto_or_number(cfg, key: str, low: float, high: float, what: str) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value == "auto":
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value < high:
+        raise ConfigError(f"{key}={value!r} must be auto or {what}")

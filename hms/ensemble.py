@@ -34,6 +34,7 @@ BLENDS = ("prob", "log")
 CHOICE_KEYS = ("backbone.name", "input.mix", "input.tile", "augmentation.name", "schedule.name", "trainer.epochs",
                "trainer.batch_size", "data.sampling", "cv.stage2", "seed")
 ENSEMBLE_FILE = "ensemble.json"
+BASELINE_KEYS = ("prior_kl", "baseline_kl")  # each CV run's own baselines on its folds (hms.baselines)
 
 
 class EnsembleError(Exception):
@@ -49,6 +50,7 @@ class Candidates:
     choices: list[dict[str, str]]
     rows: pd.DataFrame  # eeg_id, fold, total_votes, y_* (sorted by eeg_id)
     p: np.ndarray  # (runs, rows, 6)
+    baselines: list[dict[str, float]]  # each run's own prior_kl and baseline_kl (absent in runs older than them)
 
     @property
     def y(self) -> np.ndarray:
@@ -125,7 +127,9 @@ def load_candidates(client, runs) -> Candidates:
         frames.append(frame)
     rows = reference[1][["eeg_id", "fold", "total_votes", *TARGET_COLUMNS]]
     p = np.stack([f[list(PRED_COLUMNS)].to_numpy(np.float64) for f in frames])
-    return Candidates([r.info.run_id for r in runs], [r.info.run_name for r in runs], [_choices(r) for r in runs], rows, p)
+    baselines = [{k: r.data.metrics[k] for k in BASELINE_KEYS if k in r.data.metrics} for r in runs]
+    return Candidates([r.info.run_id for r in runs], [r.info.run_name for r in runs], [_choices(r) for r in runs], rows, p,
+                      baselines)
 
 
 def _check_aligned(reference, other) -> None:
@@ -301,6 +305,7 @@ def run_ensemble(tracking_uri: str | None = None, experiment: str = "hms", run_i
         scores[f"{method}_kl"] = results[method][1]
         scores[f"{method}_kl_nested"] = results[method][2]
     scores["members"] = float((weights > 0).sum())
+    scores.update(member_baselines(candidates, weights))
 
     experiment_id = tracking.experiment_id(client, experiment)
     members = [m for m in np.argsort(-weights) if weights[m] > 0]
@@ -346,8 +351,19 @@ def candidate_table(candidates: Candidates, weights: np.ndarray) -> pd.DataFrame
     for m, run_id in enumerate(candidates.run_ids):
         scores = cv_scores(oof_frame(candidates.rows, np.arange(len(candidates.rows)), candidates.p[m]))
         rows.append({"run_id": run_id, "name": candidates.names[m], "weight": float(weights[m]), "cv_kl": scores["cv_kl"],
-                     "cv_kl_hq": scores.get("cv_kl_hq", np.nan), **candidates.choices[m]})
+                     "cv_kl_hq": scores.get("cv_kl_hq", np.nan),
+                     **{k: candidates.baselines[m].get(k, np.nan) for k in BASELINE_KEYS}, **candidates.choices[m]})
     return pd.DataFrame(rows)
+
+
+def member_baselines(candidates: Candidates, weights: np.ndarray) -> dict[str, float]:
+    """prior_kl (the members' folds share it) and the best baseline_kl among the members, from their own runs."""
+    out = {}
+    for key in BASELINE_KEYS:
+        values = [candidates.baselines[m][key] for m in np.flatnonzero(weights > 0) if key in candidates.baselines[m]]
+        if values:
+            out[key] = float(min(values))
+    return out
 
 
 def _log_plots(client, run_id, table: pd.DataFrame, results, folder: Path) -> None:
@@ -365,11 +381,14 @@ def _log_plots(client, run_id, table: pd.DataFrame, results, folder: Path) -> No
 def _report(candidates: Candidates, table: pd.DataFrame, results, scores) -> None:
     for m in table.sort_values("weight", ascending=False).index:
         if table.weight[m] > 0:
-            print(f"  member {candidates.label(m)}: weight {table.weight[m]:.3f}, its CV KL {table.cv_kl[m]:.4f}")
+            print(f"  member {candidates.label(m)}: weight {table.weight[m]:.3f}, its CV KL {table.cv_kl[m]:.4f} "
+                  f"(prior_kl {table.prior_kl[m]:.4f}, baseline_kl {table.baseline_kl[m]:.4f})")
     print(f"{'method':12s} {'KL':>8s} {'nested KL':>10s} {'seconds':>8s}")
     for method, (_, kl, nested_kl, seconds) in results.items():
         print(f"{method:12s} {kl:8.4f} {nested_kl:10.4f} {seconds:8.1f}")
-    print(f"ensemble cv_kl {scores['cv_kl']:.4f} (nested {scores['cv_kl_nested']:.4f})")
+    print(f"ensemble cv_kl {scores['cv_kl']:.4f} (nested {scores['cv_kl_nested']:.4f})"
+          + "".join(f"  {label} {scores[key]:.4f}" for key, label in (("prior_kl", "prior_kl"), ("baseline_kl", "best member baseline_kl"))
+                    if key in scores))
 
 
 def main(argv=None) -> int:

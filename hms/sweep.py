@@ -309,6 +309,7 @@ def launch(space_path, trials: int, storage: str | None = None, study_name: str 
         tags = {"hms.sweep": name, "hms.trial": str(trial.number), "mlflow.parentRunId": sweep_run}  # nested under the sweep
         tags.update({f"hms.param.{k}": v for k, v in trial.params.items()})
         value = run_cv(cfg, tags=tags, on_fold=on_fold)
+        _record_baselines(trial, client)
         if len(folds) < planned:  # run_cv stopped early: the pruner said so
             raise optuna.TrialPruned(f"pruned after {len(folds)} fold(s), mean KL {value:.4f}")
         return value
@@ -330,6 +331,19 @@ def launch(space_path, trials: int, storage: str | None = None, study_name: str 
     print(f"study {name}: {finished_trials(study)} finished trial(s); best {_best_line(study)}")
 
 
+def _record_baselines(trial, client) -> None:
+    """Copy the trial's CV run baselines (prior_kl, baseline_kl) and hms.learned onto the trial, for `status`."""
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    if run_id is None:
+        return
+    run = client.get_run(run_id)
+    for key in ("prior_kl", "baseline_kl"):
+        if key in run.data.metrics:
+            trial.set_user_attr(key, run.data.metrics[key])
+    if "hms.learned" in run.data.tags:
+        trial.set_user_attr("learned", run.data.tags["hms.learned"])
+
+
 def _best_line(study) -> str:
     try:
         best = study.best_trial
@@ -343,13 +357,16 @@ def status(storage: str, study_name: str) -> str:
     import optuna
 
     study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
-    lines = [f"{'trial':>5}  {'state':8}  {'value':>8}  {'seconds':>8}  params   (value: CV KL, or a pruned trial's last mean fold KL)"]
+    lines = [f"{'trial':>5}  {'state':8}  {'value':>8}  {'prior':>7}  {'baseline':>8}  {'learned':7}  {'seconds':>8}  params   "
+             "(value: CV KL, or a pruned trial's last mean fold KL; prior, baseline: the same run's prior_kl and baseline_kl)"]
     for trial in study.get_trials(deepcopy=False):
         seconds = (trial.datetime_complete - trial.datetime_start).total_seconds() if trial.datetime_complete else None
         reported = trial.value if trial.value is not None else (
             list(trial.intermediate_values.values())[-1] if trial.intermediate_values else None)
         value = "-" if reported is None else f"{reported:.4f}"
-        lines.append(f"{trial.number:>5}  {trial.state.name:8}  {value:>8}  {seconds if seconds is None else round(seconds):>8}  "
+        prior, baseline = (f"{trial.user_attrs[k]:.4f}" if k in trial.user_attrs else "-" for k in ("prior_kl", "baseline_kl"))
+        lines.append(f"{trial.number:>5}  {trial.state.name:8}  {value:>8}  {prior:>7}  {baseline:>8}  "
+                     f"{trial.user_attrs.get('learned', '-'):7}  {'-' if seconds is None else round(seconds):>8}  "
                      + " ".join(f"{k}={v}" for k, v in trial.params.items()))
     return "\n".join(lines)
 
@@ -361,7 +378,8 @@ def best(storage: str, study_name: str) -> str:
     study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
     trial = study.best_trial
     command = "python -m hms.train " + " ".join(shlex.quote(o) for o in trial.user_attrs.get("overrides", []))
-    return (f"best trial {trial.number}: value {trial.value:.4f}\n"
+    beside = ", ".join(f"{k} {trial.user_attrs[k]:.4f}" for k in ("prior_kl", "baseline_kl") if k in trial.user_attrs)
+    return (f"best trial {trial.number}: value {trial.value:.4f}" + (f" (its run's {beside})" if beside else "") + "\n"
             f"params: {trial.params}\nMLflow run: {trial.user_attrs.get('mlflow_run_id')}\nreproduce: {command}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import tempfile
@@ -17,6 +18,7 @@ import pandas as pd  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from . import tracking  # noqa: E402
+from .baselines import learned as has_learned  # noqa: E402
 from .config import ConfigError, validate  # noqa: E402
 from .data import HQ_VOTES, PRED_COLUMNS, TARGET_COLUMNS, assign_folds, load_train, targets  # noqa: E402
 from .metrics import kl_divergence  # noqa: E402
@@ -92,7 +94,7 @@ class FreshModel:
     """The run's compiled model, handed out at its initial weights and optimizer state for every fold,
     so that folds after the first skip building the model and tracing its training graph."""
 
-    def __init__(self, cfg, devices, kinds: int):
+    def __init__(self, cfg, devices, kinds: int, steps_per_epoch: int):
         import keras
 
         from .models import model_for
@@ -100,8 +102,8 @@ class FreshModel:
 
         keras.utils.set_random_seed(cfg.seed)
         with devices.strategy.scope():
-            self.model = model_for(cfg, kinds, cfg.backbone.weights)
-            _compile(self.model, lr_at(cfg.schedule, 0, cfg.trainer.epochs))
+            self.model = model_for(cfg, kinds, cfg.backbone.weights, steps_per_epoch=steps_per_epoch)
+            _compile(self.model, lr_at(cfg.schedule, 0, cfg.trainer.epochs * steps_per_epoch))
             self.model.optimizer.build(self.model.trainable_variables)
         self.weights = self.model.get_weights()
         self.optimizer_state = [v.numpy() for v in self.model.optimizer.variables]
@@ -119,7 +121,7 @@ def train_fold(cfg, devices, data: TrainingData, fold: int, fresh_model: FreshMo
 
     from .augment import build_augmentation, tta_views
     from .batches import TileBatches, predict_views
-    from .schedule import lr_at
+    from .schedule import step_callback
 
     RecordEpoch = _record_epoch_class()
     keras.utils.set_random_seed(cfg.seed + fold)
@@ -134,7 +136,7 @@ def train_fold(cfg, devices, data: TrainingData, fold: int, fresh_model: FreshMo
     scale = devices.replicas if cfg.trainer.lr_scaling == "linear" else 1
     model = fresh_model()
     record = RecordEpoch(client, run_id, history)
-    schedule = keras.callbacks.LearningRateScheduler(lambda epoch: scale * lr_at(cfg.schedule, epoch, cfg.trainer.epochs))
+    schedule = step_callback(cfg.schedule, cfg.trainer.epochs, len(train), scale)
     model.fit(train, validation_data=val, epochs=cfg.trainer.epochs, verbose=cfg.trainer.verbose, callbacks=[schedule, record])
     hq = train_idx[data.samples.total_votes.to_numpy()[train_idx] >= HQ_VOTES]
     if cfg.cv.stage2 and len(hq):
@@ -166,6 +168,54 @@ def cv_scores(oof: pd.DataFrame) -> dict[str, float]:
     for fold, part in oof.groupby("fold"):
         scores[f"fold{fold}_kl"] = kl_divergence(part[list(TARGET_COLUMNS)].to_numpy(), part[list(PRED_COLUMNS)].to_numpy())
     return scores
+
+
+class RunBaselines:
+    """The run's baselines (hms.baselines), fitted fold by fold on the network's own folds and rows."""
+
+    def __init__(self, data: TrainingData):
+        self.data = data
+        self._features = None
+        self._frames: dict[int, dict[str, pd.DataFrame]] = {}
+
+    def fold(self, fold: int) -> dict[str, pd.DataFrame]:
+        """{"prior": frame, "baseline": frame}: OOF-format predictions of each baseline for `fold`'s rows."""
+        from .baselines import fold_baselines, pooled_features
+
+        if fold not in self._frames:
+            if self._features is None:  # pooled once per run, from the same cache rows the network validates on
+                self._features = pooled_features(self.data.sources, self.data.fixed_rows)
+            folds = self.data.samples.fold.to_numpy()
+            predictions = fold_baselines(self._features, targets(self.data.samples), folds, fold)
+            rows = np.flatnonzero(folds == fold)
+            self._frames[fold] = {name: oof_frame(self.data.samples, rows, p) for name, p in predictions.items()}
+        return self._frames[fold]
+
+    def scores(self, folds) -> dict[str, float]:
+        """prior_kl, baseline_kl (and their _hq variants) over the rows of `folds`."""
+        out = {}
+        for name in ("prior", "baseline"):
+            frame = pd.concat([self.fold(f)[name] for f in folds], ignore_index=True)
+            out.update({key.replace("cv_kl", f"{name}_kl"): value for key, value in cv_scores(frame).items()
+                        if key.startswith("cv_kl")})
+        return out
+
+    def frame(self, folds) -> pd.DataFrame:
+        """eeg_id, fold and both baselines' predictions (prior_*, baseline_*) for the rows of `folds`."""
+        parts = []
+        for f in folds:
+            frames = self.fold(f)
+            part = frames["prior"][["eeg_id", "fold"]].copy()
+            for name, frame in frames.items():
+                for column in PRED_COLUMNS:
+                    part[column.replace("p_", f"{name}_", 1)] = frame[column].to_numpy()
+            parts.append(part)
+        return pd.concat(parts, ignore_index=True).sort_values("eeg_id").reset_index(drop=True)
+
+
+def _steps_per_epoch(cfg, samples: pd.DataFrame) -> int:
+    """Optimiser steps in one epoch of a fold (the mean training fold's size over the global batch)."""
+    return max(1, math.ceil(len(samples) * (cfg.cv.folds - 1) / cfg.cv.folds / cfg.trainer.batch_size))
 
 
 def _finished_folds(client, parent_id: str) -> dict[int, pd.DataFrame]:
@@ -229,6 +279,7 @@ def run_cv(cfg: DictConfig, tags: dict | None = None, on_fold=None) -> float:
         data = load_training_data(cfg)
         folds = list(cfg.cv.only) if cfg.cv.only is not None else list(range(cfg.cv.folds))
         histories, parts, example, fresh_model, stopped = {}, [], None, None, False
+        baselines = RunBaselines(data)
         for fold in folds:
             if fold in done:
                 print(f"fold {fold}: finished earlier, kept")
@@ -238,12 +289,15 @@ def run_cv(cfg: DictConfig, tags: dict | None = None, on_fold=None) -> float:
                                       tags={"mlflow.parentRunId": parent_id, "hms.fold": str(fold), "hms.run_type": "fold"})
             child_id = child.info.run_id
             history = histories.setdefault(fold, {})
-            fresh_model = fresh_model or FreshModel(cfg, devices, len(data.sources))
+            fresh_model = fresh_model or FreshModel(cfg, devices, len(data.sources), _steps_per_epoch(cfg, data.samples))
             model, rows, predictions, val = train_fold(cfg, devices, data, fold, fresh_model, client, child_id, history)
             part = oof_frame(data.samples, rows, predictions)
             fold_kl = cv_scores(part)["cv_kl"]
             tracking.log_frame(client, child_id, part, "oof_fold.parquet")
             client.log_metric(child_id, "kl", fold_kl)
+            fold_baselines = baselines.scores([fold])
+            for key, value in fold_baselines.items():
+                client.log_metric(child_id, key, value)
             with tempfile.TemporaryDirectory() as tmp:
                 weights = Path(tmp) / f"fold{fold}.weights.h5"
                 model.save_weights(weights)
@@ -251,7 +305,8 @@ def run_cv(cfg: DictConfig, tags: dict | None = None, on_fold=None) -> float:
             client.log_metric(parent_id, f"fold{fold}_kl", fold_kl)
             client.set_terminated(child_id, "FINISHED")
             child_id = None
-            print(f"fold {fold}: KL {fold_kl:.4f}")
+            print(f"fold {fold}: KL {fold_kl:.4f}  prior_kl {fold_baselines['prior_kl']:.4f}  "
+                  f"baseline_kl {fold_baselines['baseline_kl']:.4f}")
             parts.append(part)
             if example is None:
                 example = _montage_image(model, val)
@@ -262,9 +317,13 @@ def run_cv(cfg: DictConfig, tags: dict | None = None, on_fold=None) -> float:
                     break
         oof = pd.concat(parts, ignore_index=True).sort_values("eeg_id").reset_index(drop=True)
         scores = cv_scores(oof)
+        scores.update(baselines.scores(sorted(oof.fold.unique())))
         for key, value in scores.items():
             client.log_metric(parent_id, key, value)
         tracking.log_frame(client, parent_id, oof, "oof.parquet")
+        tracking.log_frame(client, parent_id, baselines.frame(sorted(oof.fold.unique())), "baselines.parquet")
+        learned = has_learned(scores["cv_kl"], scores["prior_kl"])
+        client.set_tag(parent_id, "hms.learned", str(learned).lower())
         _log_plots(client, parent_id, histories, oof, example, plots)
         if stopped:
             client.set_tag(parent_id, "hms.pruned", "true")
@@ -274,10 +333,29 @@ def run_cv(cfg: DictConfig, tags: dict | None = None, on_fold=None) -> float:
             tracking.fail_run(client, child_id, error)
         tracking.fail_run(client, parent_id, error)
         raise
-    print(f"cv_kl {scores['cv_kl']:.4f}" + (f"  cv_kl_hq {scores['cv_kl_hq']:.4f}" if "cv_kl_hq" in scores else "")
-          + f"  over {len(oof)} out-of-fold rows")
+    print(score_line(scores) + f"  over {len(oof)} out-of-fold rows")
+    if not learned:
+        print(not_learned_warning(scores), file=sys.stderr)
     print(f"view it: run `mlflow ui` in {Path.cwd()} and open {tracking.ui_address(cfg.tracking, experiment, parent_id)}")
     return scores["cv_kl"]
+
+
+def score_line(scores: dict) -> str:
+    """cv_kl beside the same run's baselines on one line (with the _hq variants where there are such rows)."""
+    parts = [f"{key} {scores[key]:.4f}" for key in ("cv_kl", "prior_kl", "baseline_kl") if key in scores]
+    hq = [f"{key}_hq {scores[key + '_hq']:.4f}" for key in ("cv_kl", "prior_kl", "baseline_kl") if key + "_hq" in scores]
+    return "  ".join(parts) + ("   (>= 10 votes: " + "  ".join(hq) + ")" if hq else "")
+
+
+def not_learned_warning(scores: dict) -> str:
+    """The plain-words warning of a run whose network did not clearly beat the class prior."""
+    from .baselines import LEARNED_RATIO
+
+    return (f"WARNING: this run did not learn. Its cv_kl {scores['cv_kl']:.4f} is not clearly below the class prior's "
+            f"prior_kl {scores['prior_kl']:.4f} (it needs <= {LEARNED_RATIO} x prior_kl = {LEARNED_RATIO * scores['prior_kl']:.4f}); "
+            f"a feature model on the same folds reached baseline_kl {scores['baseline_kl']:.4f}. The run is tagged "
+            "hms.learned=false. Try more epochs (trainer.epochs), a smaller batch (more steps per epoch), "
+            "larger tiles (input.tile) or pretrained weights (backbone.weights).")
 
 
 def _montage_image(model, val) -> np.ndarray:

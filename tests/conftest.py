@@ -42,7 +42,7 @@ def synthetic_root(tmp_path_factory) -> Path:
 
 
 TINY = ["backbone=efficientnet_b0", "input.tile=[16,32]", "trainer.batch_size=16", "trainer.verbose=0",
-        "trainer.epochs=2", "schedule.steps=[[0,1.0e-3],[1,3.0e-4]]"]
+        "trainer.epochs=2", "schedule.steps=[[0,1.0e-3],[0.5,3.0e-4]]"]
 
 
 def tiny(root, store, *extra):

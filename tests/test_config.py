@@ -17,12 +17,21 @@ def test_default_config_has_every_group_and_contract_key():
 def test_synthetic_profile_sizes_the_default_for_a_cpu_and_overrides_win():
     cfg = compose()
     assert list(cfg.input.tile) == [16, 32] and cfg.trainer.epochs > 4
-    assert cfg.schedule.steps[-1][0] < cfg.trainer.epochs
     cfg = compose(["input.tile=[128,256]", "trainer.epochs=3", "schedule=cosine"])
     assert list(cfg.input.tile) == [128, 256] and cfg.trainer.epochs == 3 and "steps" not in cfg.schedule
     for key in ("precision", "strategy", "epochs", "batch_size"):
         assert key in cfg.trainer
     assert "seed" in cfg and "resume" in cfg
+
+
+def test_synthetic_and_kaggle_defaults_share_one_learning_recipe():
+    synthetic, kaggle = compose(), compose(["data=kaggle", "data.root=/x"])
+    for group in ("backbone", "schedule", "augmentation", "cv"):
+        assert synthetic[group] == kaggle[group], group
+    sizes = ("epochs", "batch_size")  # a profile may size a run to its machine, nothing else
+    assert {k: v for k, v in synthetic.trainer.items() if k not in sizes} == {k: v for k, v in kaggle.trainer.items() if k not in sizes}
+    assert synthetic.backbone.bn_momentum == "auto" and synthetic.backbone.drop_connect == "auto"
+    assert [list(s) for s in synthetic.schedule.steps] == [[0, 1e-3], [0.5, 1e-4], [0.75, 1e-5]]  # the seed's, as fractions
 
 
 def test_overrides_compose_groups_and_keys():
@@ -41,7 +50,13 @@ def test_unknown_group_or_key_is_rejected(override):
 
 @pytest.mark.parametrize("override,key", [("trainer.precision=fp8", "trainer.precision"), ("input.mix=audio", "input.mix"),
                                           ("cv.folds=1", "cv.folds"), ("backbone.weights=/no/such.h5", "backbone.weights"),
-                                          ("data=kaggle", "data.root")])
+                                          ("data=kaggle", "data.root"),
+                                          ("schedule.steps=[[0,1.0e-3],[2,1.0e-4]]", "schedule.steps"),
+                                          ("schedule.steps=[[0.5,1.0e-3]]", "schedule.steps"),
+                                          ("schedule.steps=[[0,-1.0e-3]]", "schedule.steps"),
+                                          ("backbone.bn_momentum=1.5", "backbone.bn_momentum"),
+                                          ("backbone.bn_momentum=fast", "backbone.bn_momentum"),
+                                          ("backbone.drop_connect=abc", "backbone.drop_connect")])
 def test_bad_values_name_their_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         compose([override])

@@ -41,6 +41,11 @@ def test_ensemble_command_beats_its_best_member_and_records_everything(candidate
     y = next(iter(oofs.values())).filter(like="y_").to_numpy()
     assert metrics["cv_kl"] == pytest.approx(kl_divergence(y, blended), abs=1e-9)
     assert all(m["choices"]["input.mix"] in ("both", "eeg", "kaggle") for m in bundle["members"])
+    # Beside the ensemble: the members' own prior_kl and the best of their baseline_kl, from their runs.
+    members = [client.get_run(r).data.metrics for r in weights]
+    assert metrics["baseline_kl"] == pytest.approx(min(m["baseline_kl"] for m in members))
+    assert metrics["prior_kl"] == pytest.approx(min(m["prior_kl"] for m in members))
+    assert f"best member baseline_kl {metrics['baseline_kl']:.4f}" in done.stdout
     artifacts = {a.path for a in client.list_artifacts(ensemble.info.run_id)}
     assert {"ensemble.json", "candidates.csv", "oof.parquet", "plots"} <= artifacts
     assert {a.path for a in client.list_artifacts(ensemble.info.run_id, "plots")} == {

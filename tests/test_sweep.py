@@ -103,6 +103,12 @@ def test_sweep_prunes_fold_by_fold_resumes_and_reports_the_best(synthetic_root, 
     assert "reproduce: python -m hms.train" in best.stdout and "backbone.dropout=" in best.stdout
     table = run_module("hms.sweep", "status", "--study", "tiny", "--storage", storage, cwd=tmp_path)
     assert table.stdout.count("PRUNED") == 3 and table.stdout.count("COMPLETE") == 1
+    # Each trial's row shows its own run's baselines beside its value.
+    for trial in study.trials:
+        metrics = client.get_run(trial.user_attrs["mlflow_run_id"]).data.metrics
+        row = next(line for line in table.stdout.splitlines() if line.split()[:2] == [str(trial.number), trial.state.name])
+        assert f"{metrics['prior_kl']:.4f}" in row and f"{metrics['baseline_kl']:.4f}" in row
+    assert "prior_kl" in best.stdout and "baseline_kl" in best.stdout
 
 
 def test_two_worker_processes_share_one_sqlite_study(synthetic_root, tmp_path):

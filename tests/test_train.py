@@ -43,16 +43,19 @@ def test_cv_run_writes_every_record(cv_run):
     parent = parents[0]
     assert sorted(c.data.tags["hms.fold"] for c in children) == ["0", "1"]
     assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id and c.info.status == "FINISHED" for c in children)
-    for key in ("cv_kl", "cv_kl_hq", "fold0_kl", "fold1_kl"):
+    for key in ("cv_kl", "cv_kl_hq", "fold0_kl", "fold1_kl", "prior_kl", "prior_kl_hq", "baseline_kl", "baseline_kl_hq"):
         assert np.isfinite(parent.data.metrics[key])
+    assert parent.data.tags["hms.learned"] == str(parent.data.metrics["cv_kl"] <= 0.9 * parent.data.metrics["prior_kl"]).lower()
     assert parent.data.metrics["cv_kl"] == pytest.approx(value)
     assert parent.data.params["backbone.name"] == "efficientnet_b0" and parent.data.params["cv.folds"] == "2"
+    for child in children:
+        assert {"kl", "prior_kl", "baseline_kl"} <= set(child.data.metrics)
     for child in children:  # 2 epochs + 1 second-stage epoch, each with its lr
         for key in ("loss", "val_loss", "val_kl", "lr"):
             assert [m.step for m in client.get_metric_history(child.info.run_id, key)] == [0, 1, 2]
         assert [m.value for m in client.get_metric_history(child.info.run_id, "lr")] == pytest.approx([1e-3, 3e-4, 1e-4])
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"config.yaml", "oof.parquet", "models", "plots"} <= artifacts
+    assert {"config.yaml", "oof.parquet", "baselines.parquet", "models", "plots"} <= artifacts
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "models")} == {"models/fold0.weights.h5", "models/fold1.weights.h5"}
     plots = {a.path.split("/")[-1] for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert plots == {"learning_curves.png", "confusion_matrix.png", "per_class_kl.png", "input_montage.png"}
@@ -72,6 +75,41 @@ def test_logged_cv_kl_equals_the_official_kl_of_oof(cv_run, synthetic_root):
     assert parent.data.metrics["cv_kl_hq"] == pytest.approx(kl_divergence(y[hq], p[hq]), abs=1e-9)
     patients = oof.merge(train.groupby("eeg_id").patient_id.first().reset_index(), on="eeg_id")
     assert (patients.groupby("patient_id").fold.nunique() == 1).all()  # no patient in two folds
+
+
+def test_logged_baselines_are_the_fold_prior_and_a_model_on_the_same_rows(cv_run):
+    store, _ = cv_run
+    client, _, all_runs = runs(store)
+    parent = next(r for r in all_runs if r.data.tags.get("hms.run_type") == "cv")
+    oof = pd.read_parquet(client.download_artifacts(parent.info.run_id, "oof.parquet", str(store)))
+    y = oof.filter(like="y_").to_numpy()
+    # Each fold predicted with the mean vote distribution of the other fold's rows, worked out here from oof.parquet.
+    prior = np.stack([y[(oof.fold != f).to_numpy()].mean(axis=0) for f in oof.fold])
+    assert parent.data.metrics["prior_kl"] == pytest.approx(kl_divergence(y, prior), abs=1e-9)
+    hq = (oof.total_votes >= 10).to_numpy()
+    assert parent.data.metrics["prior_kl_hq"] == pytest.approx(kl_divergence(y[hq], prior[hq]), abs=1e-9)
+    baselines = pd.read_parquet(client.download_artifacts(parent.info.run_id, "baselines.parquet", str(store)))
+    assert baselines.eeg_id.tolist() == oof.eeg_id.tolist() and baselines.fold.tolist() == oof.fold.tolist()
+    assert np.allclose(baselines.filter(like="prior_").to_numpy(), prior)
+    model = baselines.filter(like="baseline_").to_numpy()
+    assert np.allclose(model.sum(axis=1), 1) and not np.allclose(model, prior)  # a fitted model, not the prior again
+    assert parent.data.metrics["baseline_kl"] == pytest.approx(kl_divergence(y, model), abs=1e-9)
+    for child in (r for r in all_runs if "hms.fold" in r.data.tags):
+        rows = (oof.fold == int(child.data.tags["hms.fold"])).to_numpy()
+        assert child.data.metrics["prior_kl"] == pytest.approx(kl_divergence(y[rows], prior[rows]), abs=1e-9)
+        assert child.data.metrics["baseline_kl"] == pytest.approx(kl_divergence(y[rows], model[rows]), abs=1e-9)
+
+
+def test_a_run_that_cannot_learn_is_tagged_and_warns(synthetic_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    run_cv(compose(tiny(synthetic_root, tmp_path, "cv.folds=2", "cv.only=[0]", "trainer.epochs=1", "schedule.steps=[[0,0.0]]")))
+    _, _, all_runs = runs(tmp_path)
+    parent = next(r for r in all_runs if r.data.tags.get("hms.run_type") == "cv")
+    assert parent.data.tags["hms.learned"] == "false" and parent.info.status == "FINISHED"
+    err = capsys.readouterr()
+    assert "WARNING: this run did not learn" in err.err and "hms.learned=false" in err.err
+    # The closing line puts cv_kl beside both baselines.
+    assert f"cv_kl {parent.data.metrics['cv_kl']:.4f}  prior_kl {parent.data.metrics['prior_kl']:.4f}  baseline_kl " in err.out
 
 
 def test_mixed_float16_run_trains(synthetic_root, tmp_path, monkeypatch):

@@ -44,6 +44,7 @@ class SynthSpec:
     patients: int = 60
     seed: int = 0
     test_eegs: int | None = None  # default: a tenth of eegs, at least 8
+    signal: float = 1.0  # amplitude of the class patterns over the background (lower: a harder dataset)
 
     @property
     def n_test(self) -> int:
@@ -64,15 +65,16 @@ def _raters(rng) -> int:
     return int(rng.choice(list(RATER_COUNTS), p=counts / counts.sum()))
 
 
-def _simulate(rng, seconds: int, segments, nan_runs: bool = True) -> np.ndarray:
-    """A recording of `seconds` with each (start_s, length_s, p) segment's class patterns mixed in."""
+def _simulate(rng, seconds: int, segments, nan_runs: bool = True, signal: float = 1.0) -> np.ndarray:
+    """A recording of `seconds` with each (start_s, length_s, p) segment's class patterns mixed in,
+    scaled by `signal`."""
     recording = signals.background(rng, seconds)
     for start, length, p in segments:
         i, n = start * EEG_RATE, length * EEG_RATE
         env = signals.envelope(n)[:, None]
         for k, kind in enumerate(CLASSES):
             if p[k] > 0.05:
-                recording[i:i + n, :-1] += p[k] * env * signals.pattern(rng, kind, n)
+                recording[i:i + n, :-1] += signal * p[k] * env * signals.pattern(rng, kind, n)
         if nan_runs:
             _add_nan(rng, recording[i:i + n])
     return np.round(recording, 2).astype(np.float32)
@@ -103,7 +105,7 @@ def _unique_ids(rng, n, low, high) -> np.ndarray:
 def _train_recording(job):
     """Simulate one training recording: write its EEG excerpts and its spectrogram; return train.csv rows
     (without label ids) and the true probabilities with the votes of each of its eeg_ids."""
-    out, seq, members, spectrogram_id, patient_id, base_class = job
+    out, seq, members, spectrogram_id, patient_id, base_class, signal = job
     out, rng = Path(out), np.random.default_rng(seq)
     segments, rows, truth, cursor = [], [], [], LEAD_SECONDS
     for eeg_id in members:
@@ -118,7 +120,7 @@ def _train_recording(job):
                          CONSENSUS_NAMES[int(np.argmax(votes))], *votes))
         truth.append((eeg_id, "train", *p, *votes))
         cursor += 50 + extra + 2 * int(rng.integers(5, 20))
-    recording = _simulate(rng, cursor - 2 * 5 + TRAIL_SECONDS, segments)
+    recording = _simulate(rng, cursor - 2 * 5 + TRAIL_SECONDS, segments, signal=signal)
     for eeg_id, (start, length, _) in zip(members, segments):
         _write_parquet(out / "train_eegs" / f"{eeg_id}.parquet", recording[start * EEG_RATE:(start + length) * EEG_RATE], EEG_COLUMNS)
     _write_spectrogram(out / "train_spectrograms" / f"{spectrogram_id}.parquet", recording)
@@ -127,10 +129,10 @@ def _train_recording(job):
 
 def _test_recording(job):
     """One test recording: a 10-minute spectrogram and the 50 s EEG at its centre, as Kaggle's test files."""
-    out, seq, eeg_id, spectrogram_id, patient_id = job
+    out, seq, eeg_id, spectrogram_id, patient_id, signal = job
     out, rng = Path(out), np.random.default_rng(seq)
     p = _true_probabilities(rng, rng.choice(len(CLASSES), p=CLASS_PRIOR))
-    recording = _simulate(rng, 600, [(275, 50, p)], nan_runs=False)
+    recording = _simulate(rng, 600, [(275, 50, p)], nan_runs=False, signal=signal)
     _write_parquet(out / "test_eegs" / f"{eeg_id}.parquet", recording[275 * EEG_RATE:325 * EEG_RATE], EEG_COLUMNS)
     _write_spectrogram(out / "test_spectrograms" / f"{spectrogram_id}.parquet", recording)
     return (spectrogram_id, eeg_id, patient_id), (eeg_id, "test", *p, *rng.multinomial(_raters(rng), p))
@@ -157,6 +159,8 @@ def generate(out_dir, spec: SynthSpec = SynthSpec(), progress: bool = False, wor
     started = time.perf_counter()
     if spec.eegs < 1 or spec.patients < 1 or spec.patients > spec.eegs:
         raise ValueError(f"need 1 <= patients <= eegs, got eegs={spec.eegs} patients={spec.patients}")
+    if not spec.signal > 0:
+        raise ValueError(f"signal must be positive, got {spec.signal}")
     out = Path(out_dir)
     for sub in ("train_eegs", "train_spectrograms", "test_eegs", "test_spectrograms", META_DIR):
         (out / sub).mkdir(parents=True, exist_ok=True)
@@ -172,9 +176,9 @@ def generate(out_dir, spec: SynthSpec = SynthSpec(), progress: bool = False, wor
     base_class = layout_rng.choice(len(CLASSES), size=n_rec, p=CLASS_PRIOR)
 
     seqs = signal_seq.spawn(n_rec + spec.n_test)
-    train_jobs = [(str(out), seqs[r], eeg_ids[:spec.eegs][eeg_rec == r], spec_ids[r], patient_ids[rec_patient[r]], base_class[r])
-                  for r in range(n_rec)]
-    test_jobs = [(str(out), seqs[n_rec + t], eeg_ids[spec.eegs + t], spec_ids[n_rec + t], patient_ids[spec.patients + t])
+    train_jobs = [(str(out), seqs[r], eeg_ids[:spec.eegs][eeg_rec == r], spec_ids[r], patient_ids[rec_patient[r]], base_class[r],
+                   spec.signal) for r in range(n_rec)]
+    test_jobs = [(str(out), seqs[n_rec + t], eeg_ids[spec.eegs + t], spec_ids[n_rec + t], patient_ids[spec.patients + t], spec.signal)
                  for t in range(spec.n_test)]
     train_results = _map(_train_recording, train_jobs, workers, "synthetic train recordings" if progress else None)
     test_results = _map(_test_recording, test_jobs, workers, "synthetic test recordings" if progress else None)
@@ -195,7 +199,7 @@ def generate(out_dir, spec: SynthSpec = SynthSpec(), progress: bool = False, wor
     truth.to_csv(out / META_DIR / "truth.csv", index=False)
     truth[truth.split == "test"][["eeg_id", *VOTE_COLUMNS]].to_csv(out / META_DIR / "test_answers.csv", index=False)
     meta = {"generator_version": GENERATOR_VERSION, "eegs": spec.eegs, "patients": spec.patients, "seed": spec.seed,
-            "test_eegs": spec.n_test, "train_windows": len(train), "spectrograms": int(train.spectrogram_id.nunique()),
+            "test_eegs": spec.n_test, "signal": spec.signal, "train_windows": len(train), "spectrograms": int(train.spectrogram_id.nunique()),
             **reference_scores(truth), "seconds": round(time.perf_counter() - started, 2)}
     # meta.json is written last: its presence marks a complete dataset.
     (out / META_DIR / "meta.json").write_text(json.dumps(meta, indent=2))
@@ -237,8 +241,8 @@ def ensure_dataset(root, spec: SynthSpec = SynthSpec(), progress: bool = True) -
     meta_path = root / META_DIR / "meta.json"
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
-        if (meta.get("generator_version"), meta.get("eegs"), meta.get("patients"), meta.get("seed"), meta.get("test_eegs")) == (
-                GENERATOR_VERSION, spec.eegs, spec.patients, spec.seed, spec.n_test):
+        if (meta.get("generator_version"), meta.get("eegs"), meta.get("patients"), meta.get("seed"), meta.get("test_eegs"),
+                meta.get("signal", 1.0)) == (GENERATOR_VERSION, spec.eegs, spec.patients, spec.seed, spec.n_test, spec.signal):
             return root
         raise FileExistsError(f"{root} holds a different synthetic dataset ({meta_path}); choose another data.root")
     partial = root.with_name(root.name + ".partial")
