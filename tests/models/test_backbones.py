@@ -78,3 +78,23 @@ def test_drop_connect_scales_the_backbones_stochastic_depth(source):
     assert block_rates(model) == [0.0] * 9
     x = np.random.default_rng(0).normal(size=(2, 16, 32, 4)).astype(np.float32)
     assert np.allclose(model(x, training=True).numpy().sum(axis=1), 1, atol=1e-5)
+
+
+def test_auto_recipe_resolves_for_the_run():
+    import keras
+
+    from hms.config import compose
+    from hms.models import model_for, resolved_recipe
+
+    cfg = compose(["input.tile=[16,32]"])
+    # 30 steps per epoch: the running statistics keep 1% of their start after one epoch (m ** 30 = 0.01).
+    model = model_for(cfg, 2, steps_per_epoch=30)
+    momenta = {layer.momentum for layer in model.get_layer("efficientnet-b0").layers if isinstance(layer, keras.layers.BatchNormalization)}
+    assert len(momenta) == 1 and momenta.pop() == pytest.approx(np.exp(np.log(0.01) / 30))
+    assert resolved_recipe(cfg.backbone, 2000)["bn_momentum"] == 0.99  # long epochs keep the backbones' own
+    assert resolved_recipe(cfg.backbone, None)["bn_momentum"] is None  # prediction only: the package's
+    assert resolved_recipe(compose(["backbone.bn_momentum=0.95"]).backbone, 30)["bn_momentum"] == 0.95
+    # Stochastic depth: off from scratch, the packages' 0.2 from pretrained weights, or as set.
+    assert resolved_recipe(cfg.backbone, 30)["drop_connect"] == 0.0
+    assert resolved_recipe(compose(["backbone.weights=imagenet"]).backbone, 30)["drop_connect"] == 0.2
+    assert resolved_recipe(compose(["backbone.drop_connect=0.1"]).backbone, 30)["drop_connect"] == 0.1
