@@ -47,6 +47,7 @@ def test_the_callback_sets_the_lr_before_every_step_of_a_real_fit():
         def on_train_batch_begin(self, batch, logs=None):
             seen.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
 
-    # 24 rows in batches of 4: 6 steps per epoch, 4 epochs, scaled by 2 replicas.
-    model.fit(x, y, batch_size=4, epochs=4, verbose=0, callbacks=[step_callback(SEED, 4, 6, scale=2.0), Watch()])
-    assert seen == pytest.approx([2e-3] * 12 + [2e-4] * 6 + [2e-5] * 6)
+    # 24 rows in batches of 4: 6 steps per epoch, 3 epochs (18 steps), scaled by 2 replicas. The decays fall
+    # inside epochs, at steps 9 and 13.5 (so 14): a schedule set once per epoch would miss both.
+    model.fit(x, y, batch_size=4, epochs=3, verbose=0, callbacks=[step_callback(SEED, 3, 6, scale=2.0), Watch()])
+    assert seen == pytest.approx([2e-3] * 9 + [2e-4] * 5 + [2e-5] * 4)
