@@ -56,7 +56,7 @@ def test_log_space_blend_is_a_normalised_geometric_mean(candidate_runs, tmp_path
     store, client, same, _ = candidate_runs
     result = run_ensemble(f"sqlite:///{store}/mlflow.db", run_ids=[r.info.run_id for r in same], trials=30, mode="log")
     p = np.stack([oof_of(client, r.info.run_id, tmp_path).filter(like="p_").to_numpy() for r in same])
-    geometric = np.exp(np.tensordot(result.weights, np.log(p), axes=1))
+    geometric = np.exp(np.tensordot(result.weights, np.log(np.maximum(p, 1e-15)), axes=1))  # the metric's clip
     geometric /= geometric.sum(axis=1, keepdims=True)
     assert result.scores["cv_kl"] == pytest.approx(kl_divergence(result.candidates.y, geometric), abs=1e-9)
     assert result.scores["cv_kl"] <= min(kl_divergence(result.candidates.y, q) for q in p) + 1e-6  # rows renormalised

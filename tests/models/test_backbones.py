@@ -87,11 +87,13 @@ def test_auto_recipe_resolves_for_the_run():
     from hms.models import model_for, resolved_recipe
 
     cfg = compose(["input.tile=[16,32]"])
-    # 30 steps per epoch: the running statistics keep 1% of their start after one epoch (m ** 30 = 0.01).
-    model = model_for(cfg, 2, steps_per_epoch=30)
+    # 100 steps per epoch: the running statistics keep 1% of their start after one epoch (m ** 100 = 0.01).
+    model = model_for(cfg, 2, steps_per_epoch=100)
     momenta = {layer.momentum for layer in model.get_layer("efficientnet-b0").layers if isinstance(layer, keras.layers.BatchNormalization)}
-    assert len(momenta) == 1 and momenta.pop() == pytest.approx(np.exp(np.log(0.01) / 30))
+    assert len(momenta) == 1 and momenta.pop() == pytest.approx(np.exp(np.log(0.01) / 100))
     assert resolved_recipe(cfg.backbone, 2000)["bn_momentum"] == 0.99  # long epochs keep the backbones' own
+    assert resolved_recipe(cfg.backbone, 30)["bn_momentum"] == 0.9  # short ones average over 10 batches at least
+    assert resolved_recipe(cfg.backbone, 2)["bn_momentum"] == 0.9
     assert resolved_recipe(cfg.backbone, None)["bn_momentum"] is None  # prediction only: the package's
     assert resolved_recipe(compose(["backbone.bn_momentum=0.95"]).backbone, 30)["bn_momentum"] == 0.95
     # Stochastic depth: off from scratch, the packages' 0.2 from pretrained weights, or as set.
