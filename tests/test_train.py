@@ -119,7 +119,9 @@ def test_mixed_float16_run_trains(synthetic_root, tmp_path, monkeypatch):
     client, _, all_runs = runs(tmp_path)
     parent = next(r for r in all_runs if r.data.tags.get("hms.run_type") == "cv")
     assert parent.data.params["trainer.precision"] == "mixed_float16"
-    assert np.isfinite(value) and set(parent.data.metrics) == {"cv_kl", "cv_kl_hq", "fold1_kl"} - ({"cv_kl_hq"} - set(parent.data.metrics))
+    keys = {"cv_kl", "fold1_kl", "prior_kl", "baseline_kl"}
+    hq = {"cv_kl_hq", "prior_kl_hq", "baseline_kl_hq"}  # only where the fold has rows with >= 10 votes
+    assert np.isfinite(value) and set(parent.data.metrics) in (keys, keys | hq)
 
 
 def test_two_replica_mirrored_strategy_fit(synthetic_root, tmp_path):
