@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize
 
+from .metrics import kl_divergence
+
 BANDS = 16  # frequency rows are averaged into at most this many bands before pooling over time
 L2_GRID = (1e-3, 1e-2, 1e-1, 1.0)  # chosen per fold on an inner, patient-grouped split of the training folds
 LEARNED_RATIO = 0.9  # a run has learned when cv_kl <= LEARNED_RATIO * prior_kl
@@ -83,12 +85,6 @@ def _standardise(x_train: np.ndarray, *others: np.ndarray):
     return [(a - mean) / std for a in (x_train, *others)]
 
 
-def _mean_kl(y, q) -> float:
-    from .metrics import kl_divergence
-
-    return kl_divergence(y, q)
-
-
 def feature_model(x: np.ndarray, y: np.ndarray, folds: np.ndarray, fold: int) -> np.ndarray:
     """Predictions for the rows of `fold` from a softmax regression fitted on the other folds only.
 
@@ -102,7 +98,7 @@ def feature_model(x: np.ndarray, y: np.ndarray, folds: np.ndarray, fold: int) ->
     fit_rows, check_rows = train & (folds != held), train & (folds == held)
     if fit_rows.any() and check_rows.any():
         x_fit, x_check = _standardise(x[fit_rows], x[check_rows])
-        scores = [_mean_kl(y[check_rows], predict_softmax(fit_softmax(x_fit, y[fit_rows], l2), x_check)) for l2 in L2_GRID]
+        scores = [kl_divergence(y[check_rows], predict_softmax(fit_softmax(x_fit, y[fit_rows], l2), x_check)) for l2 in L2_GRID]
         l2 = L2_GRID[int(np.argmin(scores))]
     else:
         l2 = L2_GRID[len(L2_GRID) // 2]
