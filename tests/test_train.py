@@ -149,21 +149,20 @@ def test_crash_marks_the_run_failed_with_its_error(synthetic_root, tmp_path, mon
 
 def test_resume_after_a_killed_fold_keeps_finished_folds(synthetic_root, tmp_path):
     args = tiny(synthetic_root, tmp_path, "cv.folds=2", "trainer.epochs=1", "schedule.steps=[[0,1.0e-3]]")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen([sys.executable, "-m", "hms.train", *args], cwd=tmp_path, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    deadline = time.time() + 600
-    fold0 = None
-    while time.time() < deadline and process.poll() is None:  # kill it as soon as fold 0 is finished
-        if (tmp_path / "mlflow.db").exists():
-            try:
-                _, _, all_runs = runs(tmp_path)
-                fold0 = next((r for r in all_runs if r.data.tags.get("hms.fold") == "0" and r.info.status == "FINISHED"), None)
-            except Exception:  # the store is being created
-                fold0 = None
-            if fold0 is not None:
-                break
-        time.sleep(0.5)
-    assert fold0 is not None and process.poll() is None, "fold 0 did not finish before the run ended"
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env)
+    # Kill it the moment fold 0 reports its score (printed after its run is marked FINISHED): polling the
+    # MLflow store instead raced the tiny fold 1 on a slow machine.
+    output = []
+    for line in process.stdout:
+        output.append(line)
+        if line.startswith("fold 0: KL"):
+            break
+    assert process.poll() is None, "the run ended before it was killed:\n" + "".join(output)[-3000:]
+    _, _, all_runs = runs(tmp_path)
+    fold0 = next((r for r in all_runs if r.data.tags.get("hms.fold") == "0" and r.info.status == "FINISHED"), None)
+    assert fold0 is not None, "".join(output)[-3000:]
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     _, _, all_runs = runs(tmp_path)
