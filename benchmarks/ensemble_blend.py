@@ -5,7 +5,8 @@
 
 Reads the finished CV runs' oof.parquet (as `python -m hms.ensemble` does) and fits weights with
 each method on all rows (in-sample KL) and fold by fold (nested KL: each fold blended with weights
-fitted on the others), timing both. Optuna runs twice: cold (TPE from random starts) and warm
+fitted on the others). The seconds column times the fit on all rows only (one fit per method, the
+same rows for every method); the nested fits are not timed. Optuna runs twice: cold (TPE from random starts) and warm
 (seeded with the best single run and equal weights, as hms.ensemble does). Ratios are against scipy.
 """
 

@@ -28,7 +28,14 @@ def experiment_id(client, name: str) -> str:
     """The experiment `name`, created (tagged as a model-development experiment) if it does not exist."""
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
-        return client.create_experiment(name, tags=EXPERIMENT_KIND)
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return client.create_experiment(name, tags=EXPERIMENT_KIND)
+        except MlflowException:  # another process created it between our look and our insert
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
     if experiment.tags.get("mlflow.experimentKind") != EXPERIMENT_KIND["mlflow.experimentKind"]:
         client.set_experiment_tag(experiment.experiment_id, "mlflow.experimentKind", EXPERIMENT_KIND["mlflow.experimentKind"])
     return experiment.experiment_id

@@ -35,6 +35,7 @@ class TrainingData:
     sources: list
     fixed_rows: np.ndarray
     window_rows: list
+    row_eeg_ids: np.ndarray  # the eeg_id of each cache row
 
 
 def load_training_data(cfg: DictConfig) -> TrainingData:
@@ -57,7 +58,20 @@ def load_training_data(cfg: DictConfig) -> TrainingData:
     samples = samples[keep].reset_index(drop=True)
     fixed_rows = fixed_rows[keep]
     window_rows = [per_eeg.loc[e] for e in samples.eeg_id] if cfg.data.sampling == "random" else [[r] for r in fixed_rows]
-    return TrainingData(samples, [caches[k].features for k in feature_kinds(cfg.input.mix)], fixed_rows, window_rows)
+    return TrainingData(samples, [caches[k].features for k in feature_kinds(cfg.input.mix)], fixed_rows, window_rows,
+                        items.eeg_id.to_numpy(np.int64))
+
+
+def fold_rows(data: TrainingData, batches: dict) -> pd.DataFrame:
+    """eeg_id, patient_id, role: the eeg_ids each role's batches (train, valid, stage2) can draw windows from.
+
+    Read from the batches themselves, so the record shows what a fold's model really saw."""
+    patient = pd.Series(data.samples.patient_id.to_numpy(), index=data.samples.eeg_id.to_numpy())
+    parts = []
+    for role, b in batches.items():
+        ids = np.unique(data.row_eeg_ids[np.concatenate(b.candidates)])
+        parts.append(pd.DataFrame({"eeg_id": ids, "patient_id": patient.loc[ids].to_numpy(), "role": role}))
+    return pd.concat(parts, ignore_index=True)
 
 
 def _compile(model, lr: float):
@@ -115,6 +129,19 @@ class FreshModel:
         return self.model
 
 
+def model_dtypes(model) -> str:
+    """What the built model computes in, read from its layers: e.g. "compute float16, variables float32, output float32"."""
+    def walk(layer):
+        yield layer
+        for inner in getattr(layer, "layers", ()):
+            yield from walk(inner)
+
+    compute = sorted({layer.compute_dtype for layer in walk(model) if layer.weights and layer is not model})
+    variables = sorted({v.dtype for v in model.weights})
+    output = model.outputs[0].dtype
+    return f"compute {'/'.join(compute)}, variables {'/'.join(variables)}, output {output}"
+
+
 def train_fold(cfg, devices, data: TrainingData, fold: int, fresh_model: FreshModel, client, run_id: str, history: dict):
     """Train one fold (and its optional second stage); returns the model and its validation predictions."""
     import keras
@@ -133,6 +160,8 @@ def train_fold(cfg, devices, data: TrainingData, fold: int, fresh_model: FreshMo
     train = TileBatches(data.sources, [data.window_rows[i] for i in train_idx], y[train_idx], augment=augment,
                         shuffle=True, seed=cfg.seed + fold, **common)
     val = TileBatches(data.sources, data.fixed_rows[val_idx], y[val_idx], **common)
+    roles = {"train": train, "valid": val}
+    tracking.log_frame(client, run_id, fold_rows(data, roles), "fold_rows.parquet")
     scale = devices.replicas if cfg.trainer.lr_scaling == "linear" else 1
     model = fresh_model()
     record = RecordEpoch(client, run_id, history)
@@ -143,6 +172,8 @@ def train_fold(cfg, devices, data: TrainingData, fold: int, fresh_model: FreshMo
         # Second stage, as the top solutions: fine-tune on the windows most raters agreed to label.
         stage2 = TileBatches(data.sources, [data.window_rows[i] for i in hq], y[hq], augment=augment, shuffle=True,
                              seed=cfg.seed + fold + 1000, **common)
+        roles["stage2"] = stage2
+        tracking.log_frame(client, run_id, fold_rows(data, roles), "fold_rows.parquet")
         model.optimizer.learning_rate.assign(scale * cfg.cv.stage2_lr)
         model.fit(stage2, validation_data=val, initial_epoch=cfg.trainer.epochs, epochs=cfg.trainer.epochs + cfg.cv.stage2_epochs,
                   verbose=cfg.trainer.verbose, callbacks=[record])
@@ -237,26 +268,43 @@ def _finished_folds(client, parent_id: str) -> dict[int, pd.DataFrame]:
     return done
 
 
-def _resumed_config(client, run_id: str, cfg: DictConfig) -> DictConfig:
+RESUME_FREE = ("resume", "tracking")  # what a resume command line may set: the rest is the run's own config
+
+
+def _resumed_config(client, run_id: str, cfg: DictConfig, overrides=()) -> DictConfig:
+    """The run's own config. A command-line override that asks for something else is an error, not ignored."""
     with tempfile.TemporaryDirectory() as tmp:
         stored = OmegaConf.load(client.download_artifacts(run_id, "config.yaml", tmp))
+    changed = []
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key.split(".")[0] in RESUME_FREE or key.startswith("hydra"):
+            continue
+        asked, own = (OmegaConf.select(c, key) for c in (cfg, stored))
+        as_plain = lambda v: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v  # noqa: E731
+        if as_plain(asked) != as_plain(own):
+            changed.append(f"{override} (the run has {key}={OmegaConf.to_yaml(own).strip() if OmegaConf.is_config(own) else own})")
+    if changed:
+        raise ConfigError(f"resume={run_id} continues the run with its own config; these overrides ask for something else: "
+                          f"{'; '.join(changed)}. Drop them, or start a new run.")
     stored.resume = run_id
     stored.tracking = cfg.tracking
     return stored
 
 
-def run_cv(cfg: DictConfig, tags: dict | None = None, on_fold=None) -> float:
+def run_cv(cfg: DictConfig, tags: dict | None = None, on_fold=None, overrides=()) -> float:
     """Cross-validate the config: K folds in one MLflow parent run with one child run per fold.
 
     `tags` go on the parent run. `on_fold(fold, fold_kl, run_id)` is called as each fold finishes;
     if it returns True the run stops there (a sweep's pruner): it keeps its finished folds' records,
-    is tagged `hms.pruned=true` and ended KILLED, and the KL over those folds is returned."""
+    is tagged `hms.pruned=true` and ended KILLED, and the KL over those folds is returned.
+    `overrides` (the command line's) are checked against a resumed run's own config."""
     from . import plots
     from .devices import configure
 
     client = tracking.client_for(cfg.tracking)
     if cfg.resume:
-        cfg = _resumed_config(client, cfg.resume, cfg)
+        cfg = _resumed_config(client, cfg.resume, cfg, overrides)
         parent_id = cfg.resume
         experiment = client.get_run(parent_id).info.experiment_id
         done = _finished_folds(client, parent_id)
@@ -289,7 +337,9 @@ def run_cv(cfg: DictConfig, tags: dict | None = None, on_fold=None) -> float:
                                       tags={"mlflow.parentRunId": parent_id, "hms.fold": str(fold), "hms.run_type": "fold"})
             child_id = child.info.run_id
             history = histories.setdefault(fold, {})
-            fresh_model = fresh_model or FreshModel(cfg, devices, len(data.sources), _steps_per_epoch(cfg, data.samples))
+            if fresh_model is None:
+                fresh_model = FreshModel(cfg, devices, len(data.sources), _steps_per_epoch(cfg, data.samples))
+                client.set_tag(parent_id, "hms.dtypes", model_dtypes(fresh_model.model))
             model, rows, predictions, val = train_fold(cfg, devices, data, fold, fresh_model, client, child_id, history)
             part = oof_frame(data.samples, rows, predictions)
             fold_kl = cv_scores(part)["cv_kl"]
@@ -385,7 +435,13 @@ def main(cfg: DictConfig) -> float:
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         sys.exit(2)
-    return run_cv(cfg)
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return run_cv(cfg, overrides=list(HydraConfig.get().overrides.task))
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

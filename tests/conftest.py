@@ -59,24 +59,6 @@ def runs(store, experiment="hms"):
 SAME_FOLDS = "params.`cv.folds` = '2'"
 
 
-@pytest.fixture(scope="session")
-def candidate_runs(synthetic_root, tmp_path_factory):
-    """Three tiny 2-fold runs over the same samples and folds (different inputs), and one 3-fold run of fold 0 only."""
-    from hms.config import compose
-    from hms.train import run_cv
-
-    store = tmp_path_factory.mktemp("ensemble")
-    cwd = os.getcwd()
-    os.chdir(store)
-    try:
-        for extra in (["input.mix=both", "augmentation=hemisphere"], ["input.mix=eeg", "augmentation=flip"],
-                      ["input.mix=kaggle", "augmentation=none", "trainer.epochs=3"]):
-            run_cv(compose(tiny(synthetic_root, store, "cv.folds=2", *extra)))
-        run_cv(compose(tiny(synthetic_root, store, "cv.folds=3", "cv.only=[0]", "trainer.epochs=1")))
-    finally:
-        os.chdir(cwd)
-    client, _, all_runs = runs(store)
-    cv = [r for r in all_runs if r.data.tags.get("hms.run_type") == "cv"]
-    same = sorted((r for r in cv if r.data.params["cv.folds"] == "2"), key=lambda r: r.info.run_id)
-    other = next(r for r in cv if r.data.params["cv.folds"] == "3")
-    return store, client, same, other
+def data_overrides(root, store):
+    """Overrides that point hms.predict (or compose) at a dataset and a run store."""
+    return ["data=kaggle", f"data.root={root}", f"data.cache_dir={store}/cache", "data.workers=1", f"tracking.uri=sqlite:///{store}/mlflow.db"]

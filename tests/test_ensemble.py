@@ -1,16 +1,42 @@
 """Ensembles over real tiny CV runs in a real MLflow store; blending and weight fitting on arrays."""
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from hms.config import compose
+from hms.constants import VOTE_COLUMNS
 from hms.ensemble import (EnsembleError, blend, fit_best_single, fit_equal, fit_greedy, fit_optuna, nested_predictions,
                           run_ensemble)
 from hms.metrics import kl_divergence
+from hms.predict import export, load_bundle, predict
+from hms.train import run_cv
 
-from .conftest import SAME_FOLDS, run_module, runs
+from .conftest import SAME_FOLDS, data_overrides, run_module, runs, tiny
+
+@pytest.fixture(scope="session")
+def candidate_runs(synthetic_root, tmp_path_factory):
+    """Three tiny 2-fold runs over the same samples and folds (different inputs), and one 3-fold run of fold 0 only."""
+    store = tmp_path_factory.mktemp("ensemble")
+    cwd = os.getcwd()
+    os.chdir(store)
+    try:
+        for extra in (["input.mix=both", "augmentation=hemisphere"], ["input.mix=eeg", "augmentation=flip"],
+                      ["input.mix=kaggle", "augmentation=none", "trainer.epochs=3"]):
+            run_cv(compose(tiny(synthetic_root, store, "cv.folds=2", *extra)))
+        run_cv(compose(tiny(synthetic_root, store, "cv.folds=3", "cv.only=[0]", "trainer.epochs=1")))
+    finally:
+        os.chdir(cwd)
+    client, _, all_runs = runs(store)
+    cv = [r for r in all_runs if r.data.tags.get("hms.run_type") == "cv"]
+    same = sorted((r for r in cv if r.data.params["cv.folds"] == "2"), key=lambda r: r.info.run_id)
+    other = next(r for r in cv if r.data.params["cv.folds"] == "3")
+    return store, client, same, other
+
 
 def oof_of(client, run_id, folder):
     return pd.read_parquet(client.download_artifacts(run_id, "oof.parquet", str(folder))).sort_values("eeg_id")
@@ -107,3 +133,60 @@ def test_nested_estimate_uses_weights_fitted_on_the_other_folds():
     nested = nested_predictions(fit_best_single, p, y, folds)
     assert np.allclose(nested[folds == 0], p[1, folds == 0]) and np.allclose(nested[folds == 1], p[0, folds == 1])
     assert kl_divergence(y, nested) > kl_divergence(y, p[0])
+
+
+def test_log_blend_uses_its_weights():
+    # Two rows, two runs with unequal weights 1 and 3: the weighted geometric mean, renormalised, by hand.
+    a = np.array([[0.5, 0.1, 0.1, 0.1, 0.1, 0.1], [0.2, 0.2, 0.2, 0.2, 0.1, 0.1]])
+    b = np.array([[0.1, 0.5, 0.1, 0.1, 0.1, 0.1], [0.1, 0.1, 0.2, 0.2, 0.2, 0.2]])
+    expected = a ** 0.25 * b ** 0.75
+    expected /= expected.sum(axis=1, keepdims=True)
+    assert np.allclose(blend(np.stack([a, b]), [1, 3], "log"), expected)
+    assert np.allclose(blend(np.stack([a, b]), [1, 3], "prob"), 0.25 * a + 0.75 * b)
+    assert not np.allclose(blend(np.stack([a, b]), [1, 3], "log"), blend(np.stack([a, b]), [1, 1], "log"))
+
+
+def mirrored_runs(n=40):
+    """Two runs that err on opposite halves of the rows, as mirror images: by symmetry and convexity of the
+    KL in the blend weight, the equal blend is the best blend, strictly better than either run or a 2:1 mix."""
+    y = np.tile(np.eye(6)[0], (n, 1))
+    good, bad = np.array([0.9, 0.02, 0.02, 0.02, 0.02, 0.02]), np.array([0.1, 0.18, 0.18, 0.18, 0.18, 0.18])
+    first = np.arange(n) < n // 2
+    return np.stack([np.where(first[:, None], good, bad), np.where(first[:, None], bad, good)]), y
+
+
+def test_greedy_keeps_its_best_prefix_not_its_last_step():
+    p, y = mirrored_runs()
+    # Step 1 takes either run, step 2 the other (the equal blend, the best), step 3 must add a third pick: 2:1.
+    assert kl_divergence(y, blend(p, [1, 1])) < kl_divergence(y, blend(p, [2, 1])) < kl_divergence(y, p[0])
+    assert np.allclose(fit_greedy(p, y, steps=3), [0.5, 0.5])
+
+
+def test_optuna_blend_starts_from_the_best_single_run_and_equal_weights():
+    # Run 2 is much the best; with only the two warm-start trials the best single run must be found.
+    rng = np.random.default_rng(1)
+    y = rng.dirichlet(np.ones(6), 100)
+    p = np.stack([rng.dirichlet(np.ones(6), 100), rng.dirichlet(np.ones(6), 100), 0.9 * y + 0.1 / 6])
+    assert np.allclose(fit_optuna(p, y, trials=2), [0, 0, 1])
+    mirrored, truth = mirrored_runs()
+    assert np.allclose(fit_optuna(mirrored, truth, trials=2), [0.5, 0.5])  # the second warm start: equal weights
+
+
+def test_ensemble_submission_blends_its_members_submissions(candidate_runs, synthetic_root, tmp_path):
+    store, client, same, _ = candidate_runs
+    result = run_ensemble(f"sqlite:///{store}/mlflow.db", run_ids=[r.info.run_id for r in same], trials=20)
+    exported = load_bundle(export(client, tmp_path / "chosen", ensemble_id=result.run_id))
+    chosen = json.loads(Path(client.download_artifacts(result.run_id, "ensemble.json", str(tmp_path))).read_text())["members"]
+    assert [(m["run_id"], m["weight"]) for m in exported["members"]] == [(m["run_id"], m["weight"]) for m in chosen]
+    # A folder blending all three members (weights edited by hand, as a user may), against each member alone.
+    folder, weights = tmp_path / "all", [0.5, 0.3, 0.2]
+    for run in same:
+        export(client, folder, run_id=run.info.run_id)
+    (folder / "ensemble.json").write_text(json.dumps({"format": 1, "blend": "prob", "members": [
+        {"run_id": r.info.run_id, "weight": w} for r, w in zip(same, weights)]}))
+    cfg = compose(data_overrides(synthetic_root, store))
+    blended = predict(load_bundle(folder), cfg)
+    alone = [predict(load_bundle(export(client, tmp_path / r.info.run_id, run_id=r.info.run_id)), cfg) for r in same]
+    expected = sum(w * a[list(VOTE_COLUMNS)].to_numpy() for w, a in zip(weights, alone))
+    assert blended.eeg_id.tolist() == alone[0].eeg_id.tolist() == pd.read_csv(synthetic_root / "test.csv").eeg_id.tolist()
+    assert np.allclose(blended[list(VOTE_COLUMNS)].to_numpy(), expected, atol=1e-9)

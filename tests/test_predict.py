@@ -3,7 +3,6 @@
 import json
 import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,13 +11,12 @@ from mlflow import MlflowClient
 
 from hms.config import compose
 from hms.constants import SUBMISSION_COLUMNS, VOTE_COLUMNS
-from hms.ensemble import run_ensemble
 from hms.metrics import kaggle_score
 from hms.predict import PredictError, export, load_bundle, predict
 from hms.synth import SynthSpec, generate, read_meta
 from hms.train import run_cv
 
-from .conftest import run_module, runs, tiny
+from .conftest import data_overrides, run_module, runs, tiny
 
 
 @pytest.fixture(scope="session")
@@ -38,10 +36,6 @@ def learned_run(tmp_path_factory):
         os.chdir(cwd)
     run = next(r for r in runs(store)[2] if r.data.tags.get("hms.run_type") == "cv")
     return store, root, run.info.run_id
-
-
-def data_overrides(root, store):
-    return ["data=kaggle", f"data.root={root}", f"data.cache_dir={store}/cache", "data.workers=1", f"tracking.uri=sqlite:///{store}/mlflow.db"]
 
 
 def test_default_recipe_learns_on_data_it_was_not_tuned_on(learned_run):
@@ -68,6 +62,28 @@ def test_submission_of_a_run_has_kaggle_format_and_beats_the_prior(learned_run, 
     score, prior = kaggle_score(answers, submission), read_meta(root)["test_prior_kl"]
     assert score < prior, f"test KL {score:.4f} is not better than the prior's {prior:.4f}"
 
+    # Each row worked out here, one eeg_id at a time from its files: both fold models, each averaged over the
+    # 4 test-time views, then averaged. The plain view alone gives other numbers.
+    from omegaconf import OmegaConf
+
+    from hms.data import load_test
+
+    from .expected import direct_tiles, fold_model, view_predictions
+
+    client = runs(store)[0]
+    cfg = OmegaConf.load(client.download_artifacts(run_id, "config.yaml", str(tmp_path)))
+    models = [fold_model(cfg, 2, client.download_artifacts(run_id, f"models/fold{k}.weights.h5", str(tmp_path))) for k in (0, 1)]
+    submitted = submission.set_index("eeg_id")
+    single_differs = False
+    for item in load_test(root).itertuples():
+        x = direct_tiles(root, "test", item, cfg.input.tile, ("kaggle", "eeg"))
+        views = np.stack([view_predictions(model, x) for model in models])  # (folds, views, 6)
+        expected = views.mean(axis=(0, 1))
+        row = submitted.loc[item.eeg_id, list(VOTE_COLUMNS)].to_numpy(float)
+        assert np.allclose(row, expected / expected.sum(), atol=2e-5), item.eeg_id
+        single_differs |= not np.allclose(row, views[:, 0].mean(axis=0), atol=1e-4)
+    assert single_differs
+
 
 def test_exported_models_predict_offline_the_same_submission(learned_run, tmp_path):
     store, root, run_id = learned_run
@@ -84,26 +100,6 @@ def test_exported_models_predict_offline_the_same_submission(learned_run, tmp_pa
     assert done.returncode == 0, done.stderr
     assert not (tmp_path / "none").exists()
     pd.testing.assert_frame_equal(pd.read_csv(online), pd.read_csv(offline))
-
-
-def test_ensemble_submission_blends_its_members_submissions(candidate_runs, synthetic_root, tmp_path):
-    store, client, same, _ = candidate_runs
-    result = run_ensemble(f"sqlite:///{store}/mlflow.db", run_ids=[r.info.run_id for r in same], trials=20)
-    exported = load_bundle(export(client, tmp_path / "chosen", ensemble_id=result.run_id))
-    chosen = json.loads(Path(client.download_artifacts(result.run_id, "ensemble.json", str(tmp_path))).read_text())["members"]
-    assert [(m["run_id"], m["weight"]) for m in exported["members"]] == [(m["run_id"], m["weight"]) for m in chosen]
-    # A folder blending all three members (weights edited by hand, as a user may), against each member alone.
-    folder, weights = tmp_path / "all", [0.5, 0.3, 0.2]
-    for run in same:
-        export(client, folder, run_id=run.info.run_id)
-    (folder / "ensemble.json").write_text(json.dumps({"format": 1, "blend": "prob", "members": [
-        {"run_id": r.info.run_id, "weight": w} for r, w in zip(same, weights)]}))
-    cfg = compose(data_overrides(synthetic_root, store))
-    blended = predict(load_bundle(folder), cfg)
-    alone = [predict(load_bundle(export(client, tmp_path / r.info.run_id, run_id=r.info.run_id)), cfg) for r in same]
-    expected = sum(w * a[list(VOTE_COLUMNS)].to_numpy() for w, a in zip(weights, alone))
-    assert blended.eeg_id.tolist() == alone[0].eeg_id.tolist() == pd.read_csv(synthetic_root / "test.csv").eeg_id.tolist()
-    assert np.allclose(blended[list(VOTE_COLUMNS)].to_numpy(), expected, atol=1e-9)
 
 
 def test_a_bad_model_folder_is_named(learned_run, tmp_path):

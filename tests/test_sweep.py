@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import optuna
 import pytest
 from mlflow import MlflowClient
@@ -62,17 +63,17 @@ def test_sweep_prunes_fold_by_fold_resumes_and_reports_the_best(synthetic_root, 
     storage = f"sqlite:///{tmp_path}/study.db"
     # Every trial's first fold exceeds an upper bound of 0: each is pruned after 1 of its 2 folds.
     pruning = write_space(tmp_path, "pruning", "tiny", "{name: threshold, upper: 0.0}")
-    first = run_module("hms.sweep", "launch", pruning, "--trials", "3", "--storage", storage,
+    first = run_module("hms.sweep", "launch", pruning, "--trials", "2", "--storage", storage,
                        *data_overrides(synthetic_root, tmp_path), cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     study = optuna.load_study(study_name="tiny", storage=storage)
-    assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 3
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 2
     assert all(list(t.intermediate_values) == [0] for t in study.trials)
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     experiment = client.get_experiment_by_name("hms").experiment_id
     cv_runs = client.search_runs([experiment], "tags.`hms.run_type` = 'cv'")
-    assert sorted(r.data.tags["hms.trial"] for r in cv_runs) == ["0", "1", "2"]
+    assert sorted(r.data.tags["hms.trial"] for r in cv_runs) == ["0", "1"]
     for run in cv_runs:
         assert run.data.tags["hms.sweep"] == "tiny" and run.data.tags["hms.pruned"] == "true"
         assert run.info.status == "KILLED" and set(run.data.metrics) >= {"fold0_kl"} and "fold1_kl" not in run.data.metrics
@@ -82,13 +83,13 @@ def test_sweep_prunes_fold_by_fold_resumes_and_reports_the_best(synthetic_root, 
     assert len(sweep_runs) == 1 and sweep_runs[0].data.tags["hms.sweep"] == "tiny"
     assert all(r.data.tags["mlflow.parentRunId"] == sweep_runs[0].info.run_id for r in cv_runs)  # shown under the sweep
 
-    # The same study again, asked for 4 in all and without pruning: one more trial, run to the end.
+    # The same study again, asked for 3 in all and without pruning: one more trial, run to the end.
     full = write_space(tmp_path, "full", "tiny", "{name: none}")
-    second = run_module("hms.sweep", "launch", full, "--trials", "4", "--storage", storage,
+    second = run_module("hms.sweep", "launch", full, "--trials", "3", "--storage", storage,
                         *data_overrides(synthetic_root, tmp_path), cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     study = optuna.load_study(study_name="tiny", storage=storage)
-    assert len(study.trials) == 4 and study.trials[3].state == optuna.trial.TrialState.COMPLETE
+    assert len(study.trials) == 3 and study.trials[2].state == optuna.trial.TrialState.COMPLETE
     assert len(client.search_runs([experiment], "tags.`hms.run_type` = 'sweep'")) == 1  # the same sweep run
     sweep_run = client.search_runs([experiment], "tags.`hms.run_type` = 'sweep'")[0]
     assert sweep_run.info.status == "FINISHED"
@@ -96,13 +97,13 @@ def test_sweep_prunes_fold_by_fold_resumes_and_reports_the_best(synthetic_root, 
     assert "plots/optimization_history.png" in {a.path for a in client.list_artifacts(sweep_run.info.run_id, "plots")}
 
     best = run_module("hms.sweep", "best", "--study", "tiny", "--storage", storage, cwd=tmp_path)
-    assert best.returncode == 0 and "best trial 3" in best.stdout
-    run_id = study.trials[3].user_attrs["mlflow_run_id"]
+    assert best.returncode == 0 and "best trial 2" in best.stdout
+    run_id = study.trials[2].user_attrs["mlflow_run_id"]
     assert f"MLflow run: {run_id}" in best.stdout
     assert client.get_run(run_id).data.metrics["cv_kl"] == pytest.approx(study.best_value)
     assert "reproduce: python -m hms.train" in best.stdout and "backbone.dropout=" in best.stdout
     table = run_module("hms.sweep", "status", "--study", "tiny", "--storage", storage, cwd=tmp_path)
-    assert table.stdout.count("PRUNED") == 3 and table.stdout.count("COMPLETE") == 1
+    assert table.stdout.count("PRUNED") == 2 and table.stdout.count("COMPLETE") == 1
     # Each trial's row shows its own run's baselines beside its value.
     for trial in study.trials:
         metrics = client.get_run(trial.user_attrs["mlflow_run_id"]).data.metrics
@@ -114,17 +115,17 @@ def test_sweep_prunes_fold_by_fold_resumes_and_reports_the_best(synthetic_root, 
 def test_two_worker_processes_share_one_sqlite_study(synthetic_root, tmp_path):
     storage = f"sqlite:///{tmp_path}/study.db"
     space = write_space(tmp_path, "duo", "duo", "{name: threshold, upper: 0.0}")
-    result = run_module("hms.sweep", "launch", space, "--trials", "4", "--workers", "2", "--storage", storage,
+    result = run_module("hms.sweep", "launch", space, "--trials", "3", "--workers", "2", "--storage", storage,
                         *data_overrides(synthetic_root, tmp_path), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     study = optuna.load_study(study_name="duo", storage=storage)
-    assert [t.number for t in study.trials] == [0, 1, 2, 3]  # none lost, none beyond the total
+    assert [t.number for t in study.trials] == [0, 1, 2]  # none lost, none beyond the total
     assert all(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
-    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 4  # the workers proposed different points
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 3  # the workers proposed different points
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     experiment = client.get_experiment_by_name("hms").experiment_id
     trials = sorted(r.data.tags["hms.trial"] for r in client.search_runs([experiment], "tags.`hms.run_type` = 'cv'"))
-    assert trials == ["0", "1", "2", "3"]  # each trial ran once
+    assert trials == ["0", "1", "2"]  # each trial ran once
     assert len(client.search_runs([experiment], "tags.`hms.run_type` = 'sweep'")) == 1
 
 
@@ -151,3 +152,34 @@ def test_two_workers_share_a_study_on_postgresql(synthetic_root, tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     experiment = client.get_experiment_by_name("hms").experiment_id
     assert len(client.search_runs([experiment], "tags.`hms.run_type` = 'sweep'")) == 1
+
+
+def test_default_median_pruner_sees_the_running_mean_of_the_fold_kls(synthetic_root, tmp_path, monkeypatch):
+    """No pruner in the space: Optuna's median pruner, 2 startup trials. What each trial reports after each fold is
+    the mean KL of its folds so far, read back here from the MLflow fold runs; the third trial is pruned after
+    its first fold exactly when that fold is worse than the median of the first two trials' first folds."""
+    from hms.sweep import launch
+
+    path = tmp_path / "median.yaml"
+    path.write_text(SPACE.format(study="median", pruner="null").replace("pruner: null\n", ""))
+    assert load_space(path).pruner == {"name": "median"}
+    storage = f"sqlite:///{tmp_path}/study.db"
+    monkeypatch.chdir(tmp_path)
+    launch(path, 3, storage, trailing=data_overrides(synthetic_root, tmp_path)[1:])
+    study = optuna.load_study(study_name="median", storage=storage)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("hms").experiment_id
+    fold_kls = []
+    for trial in study.trials:
+        run_id = trial.user_attrs["mlflow_run_id"]
+        folds = {int(r.data.tags["hms.fold"]): r.data.metrics["kl"]
+                 for r in client.search_runs([experiment], f"tags.mlflow.parentRunId = '{run_id}'")}
+        fold_kls.append([folds[k] for k in sorted(folds)])
+        expected = {step: float(np.mean(fold_kls[-1][:step + 1])) for step in range(len(fold_kls[-1]))}
+        assert trial.intermediate_values == pytest.approx(expected, abs=1e-12), trial.number
+    assert [t.state for t in study.trials[:2]] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert [len(f) for f in fold_kls[:2]] == [2, 2]
+    median = np.median([fold_kls[0][0], fold_kls[1][0]])
+    third = study.trials[2]
+    assert (third.state == optuna.trial.TrialState.PRUNED) == (fold_kls[2][0] > median)
+    assert len(fold_kls[2]) == (1 if fold_kls[2][0] > median else 2)

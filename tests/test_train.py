@@ -48,6 +48,7 @@ def test_cv_run_writes_every_record(cv_run):
     assert parent.data.tags["hms.learned"] == str(parent.data.metrics["cv_kl"] <= 0.9 * parent.data.metrics["prior_kl"]).lower()
     assert parent.data.metrics["cv_kl"] == pytest.approx(value)
     assert parent.data.params["backbone.name"] == "efficientnet_b0" and parent.data.params["cv.folds"] == "2"
+    assert parent.data.tags["hms.dtypes"] == "compute float32, variables float32, output float32"  # precision auto, no GPU
     for child in children:
         assert {"kl", "prior_kl", "baseline_kl"} <= set(child.data.metrics)
     for child in children:  # 2 epochs + 1 second-stage epoch, each with its lr
@@ -113,12 +114,20 @@ def test_a_run_that_cannot_learn_is_tagged_and_warns(synthetic_root, tmp_path, m
 
 
 def test_mixed_float16_run_trains(synthetic_root, tmp_path, monkeypatch):
+    import keras
+
     monkeypatch.chdir(tmp_path)
-    value = run_cv(compose(tiny(synthetic_root, tmp_path, "cv.folds=2", "cv.only=[1]", "trainer.epochs=1",
-                                "trainer.precision=mixed_float16", "schedule.steps=[[0,1.0e-3]]")))
+    try:
+        value = run_cv(compose(tiny(synthetic_root, tmp_path, "cv.folds=2", "cv.only=[1]", "trainer.epochs=1",
+                                    "trainer.precision=mixed_float16", "schedule.steps=[[0,1.0e-3]]")))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")  # the rest of this worker's tests build float32 models
     client, _, all_runs = runs(tmp_path)
     parent = next(r for r in all_runs if r.data.tags.get("hms.run_type") == "cv")
     assert parent.data.params["trainer.precision"] == "mixed_float16"
+    # Read from the built model: layers compute in float16 (the softmax head in float32), variables stay float32.
+    compute, variables, output = parent.data.tags["hms.dtypes"].split(", ")
+    assert "float16" in compute.split()[1].split("/") and variables == "variables float32" and output == "output float32"
     keys = {"cv_kl", "fold1_kl", "prior_kl", "baseline_kl"}
     hq = {"cv_kl_hq", "prior_kl_hq", "baseline_kl_hq"}  # only where the fold has rows with >= 10 votes
     assert np.isfinite(value) and set(parent.data.metrics) in (keys, keys | hq)
@@ -168,6 +177,11 @@ def test_resume_after_a_killed_fold_keeps_finished_folds(synthetic_root, tmp_pat
     _, _, all_runs = runs(tmp_path)
     parent = next(r for r in all_runs if r.data.tags.get("hms.run_type") == "cv")
     assert parent.info.status == "RUNNING"  # a killed process cannot say anything
+
+    # An override that asks for something other than the run's own config is refused, naming it; nothing changes.
+    refused = run_module("hms.train", *args, f"resume={parent.info.run_id}", "trainer.epochs=3", cwd=tmp_path)
+    assert refused.returncode == 2 and "trainer.epochs=3 (the run has trainer.epochs=1)" in refused.stderr, refused.stderr[-3000:]
+    assert runs(tmp_path)[0].get_run(parent.info.run_id).info.status == "RUNNING"
 
     result = run_module("hms.train", *args, f"resume={parent.info.run_id}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -219,3 +233,57 @@ def test_logs_to_a_real_mlflow_server_over_http(synthetic_root, tmp_path, monkey
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_each_fold_trained_on_other_patients_only(cv_run, synthetic_root):
+    """fold_rows.parquet records the eeg_ids each fold's batches drew from: no eeg_id or patient on both sides."""
+    store, _ = cv_run
+    client, _, all_runs = runs(store)
+    parent = next(r for r in all_runs if r.data.tags.get("hms.run_type") == "cv")
+    oof = pd.read_parquet(client.download_artifacts(parent.info.run_id, "oof.parquet", str(store)))
+    train_csv = pd.read_csv(synthetic_root / "train.csv")
+    patient_of = train_csv.groupby("eeg_id").patient_id.first()
+    folds = [r for r in all_runs if "hms.fold" in r.data.tags]
+    assert len(folds) == 2
+    for child in folds:
+        fold = int(child.data.tags["hms.fold"])
+        rows = pd.read_parquet(client.download_artifacts(child.info.run_id, "fold_rows.parquet", str(store / f"rows{fold}")))
+        role = {name: set(part.eeg_id) for name, part in rows.groupby("role")}
+        assert set(role) == {"train", "valid", "stage2"}  # cv_run has a second stage
+        assert not role["train"] & role["valid"]
+        assert set(patient_of.loc[list(role["train"])]).isdisjoint(patient_of.loc[list(role["valid"])])
+        assert role["valid"] == set(oof.eeg_id[oof.fold == fold])  # the rows predicted out of fold are those validated on
+        assert role["train"] | role["valid"] == set(train_csv.eeg_id)  # every other sample trained on
+        assert role["stage2"] <= role["train"]
+
+
+def test_oof_rows_are_each_eeg_ids_own_prediction(cv_run, synthetic_root):
+    """Each fold model, reloaded and run on one eeg_id at a time from its files, gives that eeg_id's oof row:
+    the mean over the 4 test-time views (and not the plain view)."""
+    from omegaconf import OmegaConf
+
+    from hms.data import load_train
+
+    from .expected import direct_tiles, fold_model, view_predictions
+
+    store, _ = cv_run
+    client, _, all_runs = runs(store)
+    parent = next(r for r in all_runs if r.data.tags.get("hms.run_type") == "cv")
+    cfg = OmegaConf.load(client.download_artifacts(parent.info.run_id, "config.yaml", str(store / "check")))
+    assert cfg.augmentation.tta and cfg.input.mix == "both"
+    oof = pd.read_parquet(client.download_artifacts(parent.info.run_id, "oof.parquet", str(store / "check"))).set_index("eeg_id")
+    samples, _ = load_train(synthetic_root)
+    votes = pd.read_csv(synthetic_root / "train.csv").groupby("eeg_id")[[f"{c}_vote" for c in CLASSES]].sum()
+    single_differs = False
+    for fold in (0, 1):
+        path = client.download_artifacts(parent.info.run_id, f"models/fold{fold}.weights.h5", str(store / "check"))
+        model = fold_model(cfg, 2, path)
+        ids = oof.index[oof.fold == fold]
+        for item in samples.set_index("eeg_id").loc[ids].reset_index().itertuples():
+            views = view_predictions(model, direct_tiles(synthetic_root, "train", item, cfg.input.tile, ("kaggle", "eeg")))
+            row = oof.loc[item.eeg_id]
+            assert np.allclose(row.filter(like="p_").to_numpy(float), views.mean(axis=0), atol=2e-5), item.eeg_id
+            single_differs |= not np.allclose(row.filter(like="p_").to_numpy(float), views[0], atol=1e-4)
+            own = votes.loc[item.eeg_id].to_numpy(float)
+            assert np.allclose(row.filter(like="y_").to_numpy(float), own / own.sum())
+    assert single_differs  # the views matter, so the check above tells averaging from no averaging

@@ -27,6 +27,10 @@ from .kaggle import kaggle_tiles
 
 CACHE_VERSION = 1
 KINDS = ("kaggle", "eeg")
+# The public precomputed EEG spectrograms (the seed notebook's eeg_specs.npy) hold the chains in the
+# notebook's order: LL, LP, then the right lateral ("RP") and right parasagittal ("RR") chains. hms
+# orders them as Kaggle's spectrogram regions (LL, RL, LP, RP): these are the file's channels in that order.
+PUBLIC_NPY_CHANNELS = (0, 2, 1, 3)
 TODO, DONE, BAD = 0, 1, 2
 
 
@@ -225,7 +229,8 @@ def _fill_precomputed(folder: Path, items: pd.DataFrame, path: str, tile) -> Non
             continue
         if np.shape(spectrogram) != (128, 256, 4):
             raise DataError(f"{path}: eeg_id {eeg_id} has shape {np.shape(spectrogram)}, expected (128, 256, 4)")
-        features[rows.to_numpy()] = _resize(np.asarray(spectrogram, np.float32)[None], tile)[0]
+        spectrogram = np.asarray(spectrogram, np.float32)[..., list(PUBLIC_NPY_CHANNELS)]
+        features[rows.to_numpy()] = _resize(spectrogram[None], tile)[0]
         status[rows.to_numpy()] = DONE
     features.flush()
     status.flush()

@@ -1,17 +1,32 @@
-"""The seed's formulas written the seed's way (librosa per pair, pandas per region), to test against."""
+"""The seed's formulas written the seed's way (librosa per pair, pandas per region), to test against.
+
+Nothing here comes from `hms`: the electrode chains are spelled out as the public notebook has them
+(Chris Deotte, "HMS - EfficientNetB0 Starter", `NAMES` and `FEATS`), and the EEG is read by column name."""
 
 import numpy as np
+import pandas as pd
 
-from hms.constants import CHAINS, EEG_COLUMNS, REGIONS
+# The public notebook's chains, in its order and under its names. Its "RP" is the right *lateral*
+# chain and its "RR" the right parasagittal one.
+NOTEBOOK_NAMES = ["LL", "LP", "RP", "RR"]
+NOTEBOOK_FEATS = [["Fp1", "F7", "T3", "T5", "O1"],
+                  ["Fp1", "F3", "C3", "P3", "O1"],
+                  ["Fp2", "F8", "T4", "T6", "O2"],
+                  ["Fp2", "F4", "C4", "P4", "O2"]]
+# hms orders its EEG tiles as Kaggle orders its spectrogram's regions (HMS_DATA.md): left lateral,
+# right lateral, left parasagittal, right parasagittal = the notebook's chains 0, 2, 1, 3.
+NOTEBOOK_TO_KAGGLE_ORDER = [0, 2, 1, 3]
 
 
-def librosa_eeg_spectrogram(eeg: np.ndarray) -> np.ndarray:
+def librosa_eeg_spectrogram(eeg: pd.DataFrame, order=NOTEBOOK_TO_KAGGLE_ORDER) -> np.ndarray:
+    """The seed's EEG spectrogram of a 50 s (10,000-row) EEG frame, channels in `order` of the notebook's chains."""
     import librosa
 
     img = np.zeros((128, 256, 4), np.float32)
-    for k, region in enumerate(REGIONS):
-        for a, b in CHAINS[region]:
-            x = eeg[:, EEG_COLUMNS.index(a)] - eeg[:, EEG_COLUMNS.index(b)]
+    for k, chain in enumerate(order):
+        electrodes = NOTEBOOK_FEATS[chain]
+        for kk in range(4):
+            x = (eeg[electrodes[kk]] - eeg[electrodes[kk + 1]]).to_numpy(np.float64)
             m = float(np.nanmean(x)) if not np.isnan(x).all() else 0.0
             x = np.where(np.isnan(x), m, x)
             mel = librosa.feature.melspectrogram(y=x, sr=200, hop_length=len(x) // 256, n_fft=1024, n_mels=128,

@@ -77,11 +77,31 @@ def test_precomputed_eeg_spectrograms_are_used_and_lacking_ids_reported(syntheti
     cache = build_cache(synthetic_root, "train", "eeg", items, tile=(128, 256), cache_dir=tmp_path / "c",
                         workers=1, precomputed=str(tmp_path / "eeg_specs.npy"), progress=False)
     assert cache.complete
-    np.testing.assert_allclose(cache.features[0].astype(np.float32), given[int(items.eeg_id.iloc[0])], atol=1e-2)
+    # The file's channels are in the public notebook's chain order (LL, LP, RL, RP); the cache holds Kaggle's.
+    np.testing.assert_allclose(cache.features[0].astype(np.float32), given[int(items.eeg_id.iloc[0])][..., [0, 2, 1, 3]], atol=1e-2)
     assert "lacks 2 of" in capsys.readouterr().out
     np.save(tmp_path / "bad.npy", {int(items.eeg_id.iloc[0]): np.zeros((128, 128, 4))})
     with pytest.raises(DataError, match=r"bad.npy: eeg_id \d+ has shape \(128, 128, 4\)"):
         build_cache(synthetic_root, "train", "eeg", items, cache_dir=tmp_path / "d", precomputed=str(tmp_path / "bad.npy"), progress=False)
+
+
+def test_public_precomputed_file_in_the_notebooks_order_gives_the_computed_tiles(synthetic_root, items, tmp_path):
+    import pandas as pd
+
+    from .reference import librosa_eeg_spectrogram
+
+    first = items.iloc[:2]
+    given = {}
+    for row in first.itertuples():  # what the public notebook would have saved: its own chain order
+        frame = pd.read_parquet(synthetic_root / "train_eegs" / f"{row.eeg_id}.parquet")
+        start = int(row.eeg_offset * 200)
+        given[int(row.eeg_id)] = librosa_eeg_spectrogram(frame.iloc[start:start + 10_000], order=[0, 1, 2, 3])
+    np.save(tmp_path / "eeg_specs.npy", given)
+    public = build_cache(synthetic_root, "train", "eeg", first, tile=(128, 256), cache_dir=tmp_path / "p", workers=1,
+                         precomputed=str(tmp_path / "eeg_specs.npy"), progress=False)
+    computed = build_cache(synthetic_root, "train", "eeg", first, tile=(128, 256), cache_dir=tmp_path / "c", workers=1,
+                           progress=False)
+    np.testing.assert_allclose(public.features[:].astype(np.float32), computed.features[:].astype(np.float32), atol=3e-3)
 
 
 def test_input_mix_selects_kinds_and_random_sampling_caches_every_window(synthetic_root, tmp_path):

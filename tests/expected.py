@@ -1,0 +1,48 @@
+"""Predictions worked out in the tests, one eeg_id at a time, without the training or prediction pipeline:
+tiles computed straight from the data files, fold models loaded from their weights files, test-time views
+written out here from HMS_DATA.md (time reversed; left and right chains swapped)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def direct_tiles(root, split: str, item, tile, kinds) -> np.ndarray:
+    """(H, W, 4 * kinds) tiles of one item (eeg_id, spectrogram_id, eeg_offset, spec_offset), from its files,
+    stored at the cache's precision (float16)."""
+    from hms.features.cache import _compute
+
+    parts = []
+    for kind in kinds:
+        file_id, offset = (item.spectrogram_id, item.spec_offset) if kind == "kaggle" else (item.eeg_id, item.eeg_offset)
+        parts.append(_compute(kind, str(root), split, int(file_id), np.array([float(offset)]), tuple(tile))[0])
+    return np.concatenate(parts, axis=-1).astype(np.float16).astype(np.float32)
+
+
+def swap_hemispheres(x: np.ndarray) -> np.ndarray:
+    """Each kind's 4 channels are LL, RL, LP, RP: left and right swapped is RL, LL, RP, LP."""
+    order = [c for k in range(x.shape[-1] // 4) for c in (4 * k + 1, 4 * k, 4 * k + 3, 4 * k + 2)]
+    return x[..., order]
+
+
+def all_views(x: np.ndarray) -> np.ndarray:
+    """(4, H, W, C): the tiles, time reversed, hemispheres swapped, and both."""
+    flipped = x[:, ::-1, :]
+    return np.stack([x, flipped, swap_hemispheres(x), swap_hemispheres(flipped)])
+
+
+def fold_model(cfg, kinds: int, weights_path):
+    """A float32 fold model (the runs checked with it trained in float32) with its saved weights."""
+    import keras
+
+    from hms.models import model_for
+
+    keras.mixed_precision.set_global_policy("float32")
+    model = model_for(cfg, kinds, None)
+    model.load_weights(weights_path)
+    return model
+
+
+def view_predictions(model, x: np.ndarray) -> np.ndarray:
+    """(4, 6): the model's probabilities on each view of one item's tiles."""
+    return np.asarray(model(all_views(x), training=False), np.float64)
