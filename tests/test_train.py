@@ -183,7 +183,8 @@ def test_resume_after_a_killed_fold_keeps_finished_folds(synthetic_root, tmp_pat
     assert refused.returncode == 2 and "trainer.epochs=3 (the run has trainer.epochs=1)" in refused.stderr, refused.stderr[-3000:]
     assert runs(tmp_path)[0].get_run(parent.info.run_id).info.status == "RUNNING"
 
-    result = run_module("hms.train", *args, f"resume={parent.info.run_id}", cwd=tmp_path)
+    # Only resume= and where the store is: everything else (data, tiles, epochs ...) comes from the run itself.
+    result = run_module("hms.train", f"resume={parent.info.run_id}", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "fold 0: finished earlier, kept" in result.stdout and "fold 1: KL" in result.stdout
     client, _, all_runs = runs(tmp_path)
@@ -191,6 +192,8 @@ def test_resume_after_a_killed_fold_keeps_finished_folds(synthetic_root, tmp_pat
     assert parent.info.status == "FINISHED" and {"fold0_kl", "fold1_kl", "cv_kl"} <= set(parent.data.metrics)
     folds = [r for r in all_runs if "hms.fold" in r.data.tags]
     assert sorted((r.data.tags["hms.fold"], r.info.status) for r in folds) == [("0", "FINISHED"), ("1", "FAILED"), ("1", "FINISHED")]
+    resumed = next(r for r in folds if r.data.tags["hms.fold"] == "1" and r.info.status == "FINISHED")
+    assert len(client.get_metric_history(resumed.info.run_id, "loss")) == 1  # the run's trainer.epochs=1, not the default
     assert [r.info.run_id for r in folds if r.data.tags["hms.fold"] == "0"] == [fold0.info.run_id]  # not retrained
     oof = pd.read_parquet(client.download_artifacts(parent.info.run_id, "oof.parquet", str(tmp_path)))
     assert sorted(oof.fold.unique()) == [0, 1]
@@ -274,7 +277,7 @@ def test_oof_rows_are_each_eeg_ids_own_prediction(cv_run, synthetic_root):
     oof = pd.read_parquet(client.download_artifacts(parent.info.run_id, "oof.parquet", str(store / "check"))).set_index("eeg_id")
     samples, _ = load_train(synthetic_root)
     votes = pd.read_csv(synthetic_root / "train.csv").groupby("eeg_id")[[f"{c}_vote" for c in CLASSES]].sum()
-    single_differs = False
+    gaps = []  # per row: |oof - mean over views|, |oof - plain view|
     for fold in (0, 1):
         path = client.download_artifacts(parent.info.run_id, f"models/fold{fold}.weights.h5", str(store / "check"))
         model = fold_model(cfg, 2, path)
@@ -282,8 +285,11 @@ def test_oof_rows_are_each_eeg_ids_own_prediction(cv_run, synthetic_root):
         for item in samples.set_index("eeg_id").loc[ids].reset_index().itertuples():
             views = view_predictions(model, direct_tiles(synthetic_root, "train", item, cfg.input.tile, ("kaggle", "eeg")))
             row = oof.loc[item.eeg_id]
-            assert np.allclose(row.filter(like="p_").to_numpy(float), views.mean(axis=0), atol=2e-5), item.eeg_id
-            single_differs |= not np.allclose(row.filter(like="p_").to_numpy(float), views[0], atol=1e-4)
+            p = row.filter(like="p_").to_numpy(float)
+            gaps.append((np.abs(p - views.mean(axis=0)).max(), np.abs(p - views[0]).max()))
             own = votes.loc[item.eeg_id].to_numpy(float)
             assert np.allclose(row.filter(like="y_").to_numpy(float), own / own.sum())
-    assert single_differs  # the views matter, so the check above tells averaging from no averaging
+    to_mean, to_plain = np.max(gaps, axis=0)
+    # Every row is its own eeg_id's mean over the views, to float32 round-off (measured: 2e-8), and clearly
+    # closer to it than to the plain view (measured: 7e-6 away; this tiny model barely depends on its input).
+    assert to_mean < 1e-6 and to_mean * 10 < to_plain, (to_mean, to_plain)

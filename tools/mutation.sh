@@ -9,6 +9,7 @@ trap 'rm -rf "$work"' EXIT
 (cd "$repo" && git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$work")
 cd "$work"
 export HMS_SHARED="${HMS_SHARED:-$repo/../shared}"
+export PYTHONPATH="$work"  # the copy's hms, also in subprocesses, not the installed checkout
 cosmic-ray init tools/mutation.toml session.sqlite
 cosmic-ray baseline tools/mutation.toml
 cosmic-ray exec tools/mutation.toml session.sqlite
