@@ -63,3 +63,24 @@ def test_keras_loss_and_metric_agree_with_the_score():
     assert float(metric.result()) == pytest.approx(kl_divergence(y, q), abs=1e-5)
     y1, q1 = cases()["onehot_vs_hard"]
     assert np.asarray(kl_loss(y1.astype("float32"), q1.astype("float32"))).mean() == pytest.approx(kl_divergence(y1, q1), rel=1e-5)
+
+
+def test_bad_shapes_are_refused():
+    y = np.full((4, 6), 1 / 6)
+    with pytest.raises(ValueError, match="one shape"):
+        kl_divergence(y, y[:3])  # other number of rows, both 2-D
+    with pytest.raises(ValueError, match="one shape"):
+        kl_divergence(y[0], y[0])  # one shape, but not (n, classes)
+
+
+def test_keras_loss_has_finite_gradients_where_votes_are_zero():
+    # Zero-vote classes are common (most rows); log(0) must not leak a NaN into the gradient through tf.where.
+    import tensorflow as tf
+
+    y, q = cases()["zeros_in_truth"]
+    assert (y == 0).any()
+    logits = tf.Variable(np.log(q).astype("float32"))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(kl_loss(tf.constant(y, "float32"), tf.nn.softmax(logits)))
+    gradient = tape.gradient(loss, logits).numpy()
+    assert np.isfinite(gradient).all() and np.abs(gradient).max() > 0

@@ -19,7 +19,7 @@ def assign_folds(samples: pd.DataFrame, k: int, seed: int) -> np.ndarray:
     from sklearn.model_selection import StratifiedGroupKFold  # imported here: scikit-learn is slow to import
 
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    folds = np.full(len(samples), -1, dtype=np.int64)
+    folds = np.empty(len(samples), dtype=np.int64)  # every sample is in exactly one held-out part
     with warnings.catch_warnings():
         # A class rarer than k samples cannot be spread over every fold: stratify as well as possible.
         warnings.simplefilter("ignore", UserWarning)

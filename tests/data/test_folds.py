@@ -33,3 +33,13 @@ def test_stratified_on_consensus():
 def test_too_few_patients_is_a_clear_error():
     with pytest.raises(ValueError, match="at least 5 patients"):
         assign_folds(make_samples(20, 3), 5, 0)
+
+
+def test_boundaries_two_folds_and_as_many_patients_as_folds():
+    two = assign_folds(make_samples(40, 10), 2, 0)
+    assert set(two) == {0, 1}
+    with pytest.raises(ValueError, match="at least 2"):
+        assign_folds(make_samples(40, 10), 1, 0)
+    samples = pd.DataFrame({"patient_id": np.repeat(np.arange(5), 4), "consensus": np.tile([0, 1, 2, 5], 5)})
+    folds = assign_folds(samples, 5, 0)  # exactly one patient per fold
+    assert sorted(samples.assign(fold=folds).groupby("fold").patient_id.nunique()) == [1] * 5
