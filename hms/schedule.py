@@ -44,7 +44,7 @@ def step_callback(schedule, epochs: int, steps_per_epoch: int, scale: float = 1.
             self.epoch = epoch
 
         def on_train_batch_begin(self, batch, logs=None):
-            step = min(self.epoch * steps_per_epoch + batch, total - 1)
+            step = self.epoch * steps_per_epoch + batch  # past `total`, lr_at keeps the last planned LR
             self.model.optimizer.learning_rate.assign(scale * lr_at(schedule, step, total))
 
     return StepLR()

@@ -51,3 +51,11 @@ def test_the_callback_sets_the_lr_before_every_step_of_a_real_fit():
     # inside epochs, at steps 9 and 13.5 (so 14): a schedule set once per epoch would miss both.
     model.fit(x, y, batch_size=4, epochs=3, verbose=0, callbacks=[step_callback(SEED, 3, 6, scale=2.0), Watch()])
     assert seen == pytest.approx([2e-3] * 9 + [2e-4] * 5 + [2e-5] * 4)
+
+
+def test_past_the_planned_steps_the_lr_stays_at_its_last_value():
+    # A fit that runs longer than planned (a resumed or extended run) keeps the last planned LR.
+    cosine = OmegaConf.create({"name": "cosine", "lr": 1e-3, "warmup": 0.0, "min_lr": 1e-6})
+    assert lr_at(cosine, 99, 100) == pytest.approx(1e-6)
+    assert [lr_at(cosine, s, 100) for s in (100, 130, 250)] == pytest.approx([1e-6] * 3)
+    assert lr_at(SEED, 40, 18) == pytest.approx(1e-5)
