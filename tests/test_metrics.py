@@ -67,9 +67,9 @@ def test_keras_loss_and_metric_agree_with_the_score():
 
 def test_a_certain_right_prediction_still_pays_the_clip():
     # Kaggle clips predictions to 1 - 1e-15, so even a one-hot prediction of a one-hot truth scores
-    # -log(1 - 1e-15) per row, not 0 (worked out here; the official code above gives the same).
+    # log(1 / (1 - 1e-15)) per row, not 0 (worked out here; the official code above gives the same).
     y = np.eye(6)[[0, 3, 5]]
-    expected = -np.log(1 - 1e-15)
+    expected = np.log(1.0 / (1 - 1e-15))  # y * log(y / q) with q clipped, in float64 as the formula does
     assert kl_divergence(y, y) == pytest.approx(expected, rel=1e-9, abs=0) and expected > 1e-16
     columns = list(VOTE_COLUMNS)
     assert official_kl(pd.DataFrame(y, columns=columns), pd.DataFrame(y, columns=columns)) == pytest.approx(expected, rel=1e-9, abs=0)
