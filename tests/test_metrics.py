@@ -94,3 +94,10 @@ def test_keras_loss_has_finite_gradients_where_votes_are_zero():
         loss = tf.reduce_mean(kl_loss(tf.constant(y, "float32"), tf.nn.softmax(logits)))
     gradient = tape.gradient(loss, logits).numpy()
     assert np.isfinite(gradient).all() and np.abs(gradient).max() > 0
+
+
+def test_keras_loss_clips_as_the_score_does():
+    # Predictions above 1 (unnormalised) are clipped to 1 - 1e-15 by the score; the loss must agree.
+    y, q = cases()["unnormalised_prediction"]
+    assert q.max() > 1
+    assert np.asarray(kl_loss(y.astype("float32"), q.astype("float32"))).mean() == pytest.approx(kl_divergence(y, q), abs=1e-5)
