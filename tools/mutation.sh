@@ -11,9 +11,9 @@ jobs=2
 MODULES=(
   "hms/metrics.py:tests/test_metrics.py"
   "hms/data/folds.py:tests/data/test_folds.py"
-  "hms/schedule.py:tests/test_schedule.py"
   "hms/baselines.py:tests/test_baselines.py"
 )
+[ -n "${HMS_MUTATE:-}" ] && read -r -a MODULES <<< "$HMS_MUTATE"  # e.g. HMS_MUTATE="hms/schedule.py:tests/test_schedule.py"
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -24,7 +24,8 @@ one() {  # module tests: mutate in a copy of its own, so modules run side by sid
   name="$(basename "$module" .py)"
   copy="$work/$name"
   mkdir -p "$copy"
-  (cd "$repo" && git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$copy")
+  (cd "$repo" && git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
+    [ -e "$f" ] && printf '%s\0' "$f"; done | xargs -0 cp --parents -t "$copy")
   cat > "$copy/cosmic-ray.toml" <<TOML
 [cosmic-ray]
 module-path = "$module"
