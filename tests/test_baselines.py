@@ -81,3 +81,17 @@ def test_pooled_features_are_band_means_and_stds_over_time():
 def test_learned_means_clearly_below_the_prior():
     assert learned(0.80, 1.0) and learned(0.90, 1.0)
     assert not learned(0.95, 1.0) and not learned(1.2, 1.0)
+
+
+def test_feature_model_does_not_depend_on_each_features_units():
+    # Standardised on training rows, the model sees the same inputs whatever scale and offset each pooled
+    # statistic has (dB or power, any reference level): rescaling columns must not change its predictions.
+    from hms.baselines import feature_model
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(150, 4))
+    y = np.exp(np.stack([x[:, 0], -x[:, 0], x[:, 1], 0 * x[:, 0], x[:, 2], -x[:, 2]], axis=1))
+    y /= y.sum(axis=1, keepdims=True)
+    folds = np.arange(150) % 3
+    scaled = x * np.array([10.0, 0.01, 3.0, 250.0]) + np.array([100.0, -7.0, 0.5, 1e4])
+    assert np.allclose(feature_model(x, y, folds, 1), feature_model(scaled, y, folds, 1), atol=1e-6)
