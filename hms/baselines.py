@@ -28,15 +28,16 @@ def pooled_features(sources, rows: np.ndarray, bands: int = BANDS, chunk: int = 
     for source in sources:
         height = source.shape[1]
         groups = min(bands, height)
+        bands_of = np.array_split(np.arange(height), groups)
         out = np.empty((len(rows), 2, groups, source.shape[3]), np.float32)
         for start in range(0, len(rows), chunk):
             part = rows[start:start + chunk]
             order = np.argsort(part)
             tiles = np.empty((len(part), *source.shape[1:]), np.float32)
             tiles[order] = source[part[order]]
-            # (n, H, W, C) -> (n, groups, H/groups, W, C): average rows within a band, then pool over time.
-            banded = tiles[:, :groups * (height // groups)].reshape(len(part), groups, -1, tiles.shape[2], tiles.shape[3])
-            banded = banded.mean(axis=2)
+            # (n, H, W, C) -> (n, groups, W, C): average the rows of each band (every row in one band, bands
+            # of equal size or one row apart when the height is not a multiple), then pool over time.
+            banded = np.stack([tiles[:, band].mean(axis=1) for band in bands_of], axis=1)
             out[start:start + len(part), 0] = banded.mean(axis=2)
             out[start:start + len(part), 1] = banded.std(axis=2)
         blocks.append(out.reshape(len(rows), -1))

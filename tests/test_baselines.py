@@ -78,6 +78,18 @@ def test_pooled_features_are_band_means_and_stds_over_time():
         assert got[i] == pytest.approx(np.concatenate(expected), abs=1e-4)
 
 
+def test_pooled_features_use_every_row_when_the_height_is_not_a_multiple_of_the_bands():
+    rng = np.random.default_rng(2)
+    source = rng.normal(size=(3, 20, 6, 4)).astype(np.float16)  # 20 rows into 8 bands: 4 bands of 3 rows, then 4 of 2
+    got = pooled_features([source], np.arange(3), bands=8)
+    sizes = [3] * 4 + [2] * 4
+    starts = np.cumsum([0] + sizes)
+    for i in range(3):
+        tile = source[i].astype(np.float64)
+        bands = np.stack([tile[starts[b]:starts[b + 1]].mean(axis=0) for b in range(8)])
+        assert got[i] == pytest.approx(np.concatenate([bands.mean(axis=1).ravel(), bands.std(axis=1).ravel()]), abs=1e-4)
+
+
 def test_learned_means_clearly_below_the_prior():
     assert learned(0.80, 1.0) and learned(0.90, 1.0)
     assert not learned(0.95, 1.0) and not learned(1.2, 1.0)
