@@ -93,6 +93,17 @@ def test_pooled_features_use_every_row_when_the_height_is_not_a_multiple_of_the_
 def test_learned_means_clearly_below_the_prior():
     assert learned(0.80, 1.0) and learned(0.90, 1.0)
     assert not learned(0.95, 1.0) and not learned(1.2, 1.0)
+    assert learned(1.0, 1.2) and not learned(1.1, 1.2)  # 0.9 x 1.2 = 1.08
+
+
+def test_feature_model_with_two_folds_has_no_inner_split_and_still_predicts():
+    from hms.baselines import feature_model
+
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(60, 3))
+    y = rng.dirichlet(np.ones(6), 60)
+    p = feature_model(x, y, np.arange(60) % 2, 0)
+    assert p.shape == (30, 6) and np.allclose(p.sum(axis=1), 1)
 
 
 def test_feature_model_does_not_depend_on_each_features_units():

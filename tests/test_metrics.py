@@ -80,7 +80,23 @@ def test_bad_shapes_are_refused():
     with pytest.raises(ValueError, match="one shape"):
         kl_divergence(y, y[:3])  # other number of rows, both 2-D
     with pytest.raises(ValueError, match="one shape"):
+        kl_divergence(y[:3], y)  # fewer rows in the truth
+    with pytest.raises(ValueError, match="one shape"):
         kl_divergence(y[0], y[0])  # one shape, but not (n, classes)
+    with pytest.raises(ValueError, match="one shape"):
+        kl_divergence(y[None], y[None])  # nor (1, n, classes)
+
+
+def test_kaggle_frames_missing_a_column_or_an_id_are_named():
+    votes = np.ones((3, 6))
+    solution = pd.DataFrame(votes, columns=list(VOTE_COLUMNS)).assign(eeg_id=[7, 8, 9])
+    submission = solution.copy()
+    with pytest.raises(ValueError, match="lpd_vote"):
+        kaggle_score(solution, submission.drop(columns="lpd_vote"))  # missing from the submission only
+    with pytest.raises(ValueError, match="lpd_vote"):
+        kaggle_score(solution.drop(columns="lpd_vote"), submission)  # missing from the solution only
+    with pytest.raises(ValueError, match="lacks 2 eeg_ids of the solution, e.g. 8"):
+        kaggle_score(solution, submission.iloc[[0]])  # the first lacking id is named
 
 
 def test_keras_loss_has_finite_gradients_where_votes_are_zero():
