@@ -40,7 +40,6 @@ TOML
   cosmic-ray init cosmic-ray.toml session.sqlite
   cosmic-ray baseline cosmic-ray.toml > /dev/null
   cosmic-ray exec cosmic-ray.toml session.sqlite
-  cr-report session.sqlite > report.txt
 }
 export -f one
 export work repo
@@ -49,12 +48,19 @@ printf '%s\n' "${MODULES[@]}" | tr ':' ' ' | xargs -P "$jobs" -L 1 bash -c 'one 
 total=0 survived=0
 for entry in "${MODULES[@]}"; do
   name="$(basename "${entry%%:*}" .py)"
-  report="$work/$name/report.txt"
-  echo "== ${entry%%:*} (tests: ${entry#*:})"
-  grep -B2 -A14 "test outcome: TestOutcome.SURVIVED" "$report" | grep -v "^\[job-id\]\|worker outcome\|test outcome" || true
-  jobs_n=$(grep -c "test outcome:" "$report" || true)
-  alive=$(grep -c "test outcome: TestOutcome.SURVIVED" "$report" || true)
+  counts=$(python3 - "$work/$name/session.sqlite" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+rows = db.execute("select test_outcome, diff from work_results").fetchall()
+for outcome, diff in rows:
+    if outcome == "SURVIVED":  # the changed lines of each survivor
+        print("   survived:", " => ".join(l[1:].strip() for l in diff.splitlines()
+                                       if l[:1] in "+-" and not l.startswith(("+++", "---"))), file=sys.stderr)
+print(len(rows), sum(outcome == "SURVIVED" for outcome, _ in rows))
+PY
+  )
+  read -r jobs_n alive <<< "$counts"
   total=$((total + jobs_n)); survived=$((survived + alive))
-  echo "   $((jobs_n - alive)) of $jobs_n mutants killed"
+  echo "== ${entry%%:*} (tests: ${entry#*:}): $((jobs_n - alive)) of $jobs_n mutants killed"
 done
 echo "all modules: $((total - survived)) of $total mutants killed ($(awk "BEGIN {printf \"%.1f\", 100 * ($total - $survived) / ($total ? $total : 1)}")%)"
