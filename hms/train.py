@@ -160,20 +160,20 @@ def train_fold(cfg, devices, data: TrainingData, fold: int, fresh_model: FreshMo
     train = TileBatches(data.sources, [data.window_rows[i] for i in train_idx], y[train_idx], augment=augment,
                         shuffle=True, seed=cfg.seed + fold, **common)
     val = TileBatches(data.sources, data.fixed_rows[val_idx], y[val_idx], **common)
-    roles = {"train": train, "valid": val}
-    tracking.log_frame(client, run_id, fold_rows(data, roles), "fold_rows.parquet")
+    hq = train_idx[data.samples.total_votes.to_numpy()[train_idx] >= HQ_VOTES]
+    stage2 = None
+    if cfg.cv.stage2 and len(hq):
+        stage2 = TileBatches(data.sources, [data.window_rows[i] for i in hq], y[hq], augment=augment, shuffle=True,
+                             seed=cfg.seed + fold + 1000, **common)
+    roles = {"train": train, "valid": val, **({"stage2": stage2} if stage2 is not None else {})}
+    tracking.log_frame(client, run_id, fold_rows(data, roles), "fold_rows.parquet")  # once, before any training
     scale = devices.replicas if cfg.trainer.lr_scaling == "linear" else 1
     model = fresh_model()
     record = RecordEpoch(client, run_id, history)
     schedule = step_callback(cfg.schedule, cfg.trainer.epochs, len(train), scale)
     model.fit(train, validation_data=val, epochs=cfg.trainer.epochs, verbose=cfg.trainer.verbose, callbacks=[schedule, record])
-    hq = train_idx[data.samples.total_votes.to_numpy()[train_idx] >= HQ_VOTES]
-    if cfg.cv.stage2 and len(hq):
+    if stage2 is not None:
         # Second stage, as the top solutions: fine-tune on the windows most raters agreed to label.
-        stage2 = TileBatches(data.sources, [data.window_rows[i] for i in hq], y[hq], augment=augment, shuffle=True,
-                             seed=cfg.seed + fold + 1000, **common)
-        roles["stage2"] = stage2
-        tracking.log_frame(client, run_id, fold_rows(data, roles), "fold_rows.parquet")
         model.optimizer.learning_rate.assign(scale * cfg.cv.stage2_lr)
         model.fit(stage2, validation_data=val, initial_epoch=cfg.trainer.epochs, epochs=cfg.trainer.epochs + cfg.cv.stage2_epochs,
                   verbose=cfg.trainer.verbose, callbacks=[record])
