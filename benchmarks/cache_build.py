@@ -18,10 +18,10 @@ from multiprocessing import get_context
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from hms.data import load_train, read_eeg, read_spectrogram  # noqa: E402
+from hms.dataset import load_train, read_eeg, read_spectrogram  # noqa: E402
 from hms.features.cache import build_caches  # noqa: E402
 from hms.features.eeg import CHAIN_CHANNELS  # noqa: E402
-from hms.synth import SynthSpec, generate  # noqa: E402
+from hms.synthetic import SynthSpec, generate  # noqa: E402
 
 
 def read_all(paths):

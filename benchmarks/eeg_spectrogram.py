@@ -1,9 +1,9 @@
-"""EEG spectrograms per second on one core: hms's batched formula vs the seed's librosa call per pair.
+"""EEG spectrograms per second on one core: hms's batched formula vs the notebook's librosa call per pair.
 
     python benchmarks/eeg_spectrogram.py [--eegs 40]
 
 Same EEG windows, same process, one BLAS thread. Each side does one discarded pass over all windows
-(librosa's JIT, caches), then the same 3 timed passes. The seed's side reads the windows as it does, as
+(librosa's JIT, caches), then the same 3 timed passes. The notebook's side reads the windows as it does, as
 pandas frames by column name; ours as the cache reads them. Prints the speed-up.
 """
 
@@ -18,10 +18,10 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from hms.data import read_eeg  # noqa: E402
+from hms.dataset import read_eeg  # noqa: E402
 from hms.features import eeg_spectrogram, eeg_spectrograms  # noqa: E402
-from hms.synth import SynthSpec, generate  # noqa: E402
-from tests.features.reference import librosa_eeg_spectrogram  # noqa: E402
+from hms.synthetic import SynthSpec, generate  # noqa: E402
+from hms.features.notebook import librosa_eeg_spectrogram  # noqa: E402
 
 
 REPEAT = 3

@@ -17,10 +17,23 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from hms.ensemble import (evaluate, find_runs, fit_best_single, fit_equal, fit_greedy, fit_optuna,  # noqa: E402
-                          fit_scipy, load_candidates)
+from hms.blending import blend, evaluate, fit_best_single, fit_equal, fit_greedy, fit_optuna  # noqa: E402
+from hms.ensembling import find_runs, load_candidates  # noqa: E402
 from hms.metrics import kl_divergence  # noqa: E402
 from hms.tracking import client_for  # noqa: E402
+
+
+def fit_scipy(p, y, mode="prob", **_) -> np.ndarray:
+    """Weights on the simplex by a direct optimiser (softmax parameters, L-BFGS): the benchmark's reference."""
+    from scipy.optimize import minimize
+
+    def loss(theta):
+        w = np.exp(theta - theta.max())
+        return kl_divergence(y, blend(p, w, mode))
+
+    result = minimize(loss, np.zeros(len(p)), method="L-BFGS-B")
+    w = np.exp(result.x - result.x.max())
+    return w / w.sum()
 
 
 def main():
@@ -50,8 +63,8 @@ def main():
         "best single run": (fit_best_single, {}),
         "equal weights": (fit_equal, {}),
     }
-    results = evaluate(candidates, args.blend, methods)
-    rows = [(name, kl, nested, seconds, int((w > 0).sum())) for name, (w, kl, nested, seconds) in results.items()]
+    results = evaluate(p, y, folds, args.blend, methods)
+    rows = [(name, r.kl, r.nested_kl, r.seconds, int((r.weights > 0).sum())) for name, r in results.items()]
     reference = rows[0]
     print(f"\n{'method':36s} {'KL':>8s} {'nested':>8s} {'seconds':>8s} {'members':>7s}  KL - scipy  time / scipy")
     for name, kl, nested, seconds, members in rows:

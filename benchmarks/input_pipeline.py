@@ -1,16 +1,16 @@
-"""Input pipeline throughput at full size (128x256x8) vs the seed's per-sample batch assembly.
+"""Input pipeline throughput at full size (128x256x8) vs the notebook's per-sample batch assembly.
 
     python benchmarks/input_pipeline.py [--samples 2048] [--batch 32]
 
-Baseline (the seed's DataGenerator): for each sample, slice its Kaggle spectrogram from an in-memory
+Baseline (the notebook's DataGenerator): for each sample, slice its Kaggle spectrogram from an in-memory
 dict, clip/log/standardise each region and pad it, copy its EEG spectrogram; no augmentation.
 Ours: TileBatches reading the float16 memory-mapped cache, without augmentation (the same work as the
-seed), and with the time flip or the seed's flip + coarse dropout (more work than the seed).
+notebook), and with the time flip or the notebook's flip + coarse dropout (more work than the notebook).
 
 Both sides are timed the same ways: called directly in one thread, and as Keras's fit consumes a
 PyDataset with 2 worker threads. Each timing is one full pass over the batches, clock started before
 the pass (thread start-up and prefetching included), after one discarded warm-up pass.
-Prints samples/s and ratios to the seed at the same thread count.
+Prints samples/s and ratios to the notebook at the same thread count.
 """
 
 import argparse
@@ -29,8 +29,8 @@ from hms.batches import TileBatches  # noqa: E402
 from hms.features.cache import _create, open_cache  # noqa: E402
 
 
-def seed_generator(spectrograms, eeg_specs, rows, batch):
-    """The seed's __data_generation, one batch (Chris Deotte's EfficientNet starter)."""
+def notebook_generator(spectrograms, eeg_specs, rows, batch):
+    """The notebook's __data_generation, one batch (Chris Deotte's EfficientNet starter)."""
     x = np.zeros((len(batch), 128, 256, 8), dtype="float32")
     for j, i in enumerate(batch):
         spec_id, offset, eeg_id = rows[i]
@@ -49,8 +49,8 @@ def seed_generator(spectrograms, eeg_specs, rows, batch):
     return x
 
 
-class SeedBatches:
-    """The seed's generator as a Keras PyDataset, so that it can be fed with the same worker threads as ours."""
+class NotebookBatches:
+    """The notebook's generator as a Keras PyDataset, so that it can be fed with the same worker threads as ours."""
 
     def __new__(cls, spectrograms, eeg_specs, rows, batch, workers=1):
         import keras
@@ -63,7 +63,7 @@ class SeedBatches:
                 return len(rows) // batch
 
             def __getitem__(self, b):
-                return seed_generator(spectrograms, eeg_specs, rows, range(b * batch, (b + 1) * batch)), None
+                return notebook_generator(spectrograms, eeg_specs, rows, range(b * batch, (b + 1) * batch)), None
 
         return _Seed()
 
@@ -115,17 +115,17 @@ def main():
             sources.append(open_cache(Path(tmp) / kind).features)
         y = np.full((n, 6), 1 / 6, np.float32)
         candidates = rng.permutation(n)
-        seed = {threads: SeedBatches(spectrograms, eeg_specs, rows, batch, workers=threads) for threads in (1, 2)}
-        seed_rates = (one_thread(seed[1]), as_keras_feeds(seed[2]))
-        print(f"seed per-sample assembly, no augmentation:   1 thread {seed_rates[0]:7.0f} samples/s   "
-              f"2 threads as Keras feeds fit {seed_rates[1]:7.0f} samples/s")
+        notebook = {threads: NotebookBatches(spectrograms, eeg_specs, rows, batch, workers=threads) for threads in (1, 2)}
+        notebook_rates = (one_thread(notebook[1]), as_keras_feeds(notebook[2]))
+        print(f"notebook per-sample assembly, no augmentation:   1 thread {notebook_rates[0]:7.0f} samples/s   "
+              f"2 threads as Keras feeds fit {notebook_rates[1]:7.0f} samples/s")
         for name in ("none", "flip", "flip_dropout"):
             cfg = OmegaConf.load(Path(__file__).resolve().parent.parent / "conf" / "augmentation" / f"{name}.yaml")
             make = lambda workers: TileBatches(sources, candidates, y, batch, augment=build_augmentation(cfg, seed=0),  # noqa: E731
                                                shuffle=True, workers=workers)
             ours = (one_thread(make(1)), as_keras_feeds(make(2)))
-            print(f"hms, augmentation={name:13s}  1 thread {ours[0]:7.0f} samples/s ({ours[0] / seed_rates[0]:4.1f}x the seed)   "
-                  f"2 threads {ours[1]:7.0f} samples/s ({ours[1] / seed_rates[1]:4.1f}x)")
+            print(f"hms, augmentation={name:13s}  1 thread {ours[0]:7.0f} samples/s ({ours[0] / notebook_rates[0]:4.1f}x the notebook)   "
+                  f"2 threads {ours[1]:7.0f} samples/s ({ours[1] / notebook_rates[1]:4.1f}x)")
 
 
 if __name__ == "__main__":

@@ -32,8 +32,8 @@ def tta_views(cfg) -> list:
 def build_augmentation(cfg, seed: int | None = None):
     """An albumentations pipeline for (H, W, C) float32 tiles, or None when nothing is enabled.
 
-    time_flip: reverse the time axis (the seed's horizontal flip); hemisphere: swap left and right;
-    coarse_dropout: zero up to 8 rectangles, as the seed does.
+    time_flip: reverse the time axis (the notebook's horizontal flip); hemisphere: swap left and right;
+    coarse_dropout: zero up to 8 rectangles, as the notebook does.
     """
     import albumentations as A
 

@@ -57,9 +57,11 @@ class TileBatches(keras.utils.PyDataset):
 
 def predict_views(model, batches: TileBatches, views) -> np.ndarray:
     """The model's probabilities on unshuffled `batches`, averaged over test-time `views`."""
+    import copy
+
     out = []
     for view in views:
-        batches.view = view
-        out.append(model.predict(batches, verbose=0).astype(np.float64))
-    batches.view = None
+        viewed = copy.copy(batches)  # the caller's batches stay as they are
+        viewed.view = view
+        out.append(model.predict(viewed, verbose=0).astype(np.float64))
     return np.mean(out, axis=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 
@@ -40,9 +41,21 @@ def _supports_float16(gpus) -> bool:
     return bool(gpus)
 
 
-def configure(trainer) -> Devices:
-    """Set the global dtype policy and build the strategy the trainer config asks for."""
+@contextmanager
+def precision_policy(name: str):
+    """Keras' global dtype policy set to `name` inside the block, and the previous one restored after."""
     import keras
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def configure(trainer) -> Devices:
+    """The strategy and precision the trainer config asks for (the precision is applied by `precision_policy`)."""
     import tensorflow as tf
 
     if trainer.cpu_devices and trainer.cpu_devices > 1:
@@ -51,7 +64,6 @@ def configure(trainer) -> Devices:
     precision = trainer.precision
     if precision == "auto":
         precision = "mixed_float16" if _supports_float16(gpus) else "float32"
-    keras.mixed_precision.set_global_policy(precision)
     wanted = trainer.strategy
     if wanted == "auto":
         wanted = "mirrored" if len(gpus) > 1 else "default"

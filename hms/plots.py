@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-import matplotlib
+import sys
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
-from .constants import CLASSES  # noqa: E402
+from .constants import CLASSES
+
+
+def _subplots(*grid, figsize):
+    """A figure and its axes drawn without pyplot: no global backend or figure registry is touched."""
+    figure = Figure(figsize=figsize)
+    return figure, figure.subplots(*grid)
 
 
 def learning_curves(histories: dict[int, dict[str, list[float]]]):
     """Loss, validation loss and validation KL per epoch, one line per fold."""
-    figure, axes = plt.subplots(1, 3, figsize=(14, 4))
+    figure, axes = _subplots(1, 3, figsize=(14, 4))
     for fold, history in sorted(histories.items()):
         for axis, key in zip(axes, ("loss", "val_loss", "val_kl")):
             if history.get(key):
@@ -31,7 +36,7 @@ def confusion_matrix(consensus: np.ndarray, predicted: np.ndarray):
     counts = np.zeros((len(CLASSES), len(CLASSES)))
     np.add.at(counts, (consensus, predicted), 1)
     shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    figure, axis = plt.subplots(figsize=(6, 5))
+    figure, axis = _subplots(figsize=(6, 5))
     image = axis.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(CLASSES)):
         for j in range(len(CLASSES)):
@@ -49,7 +54,7 @@ def per_class_kl(y: np.ndarray, p: np.ndarray):
     """Each class's share of the out-of-fold KL: mean over rows of y_c log(y_c / p_c)."""
     p = np.clip(p, 1e-15, 1 - 1e-15)
     terms = np.where(y > 0, y * np.log(np.where(y > 0, y, 1) / p), 0).mean(axis=0)
-    figure, axis = plt.subplots(figsize=(6, 4))
+    figure, axis = _subplots(figsize=(6, 4))
     axis.bar(CLASSES, terms)
     axis.set_ylabel("KL contribution")
     axis.set_title(f"out-of-fold KL {terms.sum():.4f} by class")
@@ -59,7 +64,7 @@ def per_class_kl(y: np.ndarray, p: np.ndarray):
 
 def montage(image: np.ndarray, title: str):
     """One input as the backbone sees it (first of its 3 identical channels)."""
-    figure, axis = plt.subplots(figsize=(6, 6 * image.shape[0] / image.shape[1]))
+    figure, axis = _subplots(figsize=(6, 6 * image.shape[0] / image.shape[1]))
     axis.imshow(image[..., 0], aspect="auto", cmap="magma")  # row 0 at the top, as the backbone sees it
     axis.set_title(title)
     axis.axis("off")
@@ -68,14 +73,17 @@ def montage(image: np.ndarray, title: str):
 
 
 def save(figure, path) -> None:
+    """Write a figure as PNG; a pyplot figure (e.g. Optuna's plots) is closed after, so none accumulate."""
     figure.savefig(path, dpi=90)
-    plt.close(figure)
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None:  # a no-op for the figures drawn here
+        pyplot.close(figure)
 
 
 def member_weights(labels: list[str], weights: np.ndarray):
     """An ensemble's weight on each candidate run (zero: not a member)."""
     order = np.argsort(-weights)
-    figure, axis = plt.subplots(figsize=(7, 0.4 * len(labels) + 1.5))
+    figure, axis = _subplots(figsize=(7, 0.4 * len(labels) + 1.5))
     axis.barh([labels[i] for i in order][::-1], weights[order][::-1])
     axis.set_xlabel("weight")
     axis.set_title("ensemble weights per candidate run")
@@ -88,7 +96,7 @@ def candidates_vs_ensemble(labels: list[str], kls: np.ndarray, methods: dict[str
     names = [*labels, *methods]
     in_sample = [*kls, *(v[0] for v in methods.values())]
     nested = [np.nan] * len(labels) + [np.nan if v[1] is None else v[1] for v in methods.values()]
-    figure, axis = plt.subplots(figsize=(8, 0.4 * len(names) + 2.2))
+    figure, axis = _subplots(figsize=(8, 0.4 * len(names) + 2.2))
     positions = np.arange(len(names))[::-1]
     axis.barh(positions + 0.2, in_sample, height=0.4, label="out-of-fold KL (weights fitted on all rows)")
     axis.barh(positions - 0.2, nested, height=0.4, label="nested: each fold blended with weights fitted on the others")

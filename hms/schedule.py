@@ -2,7 +2,7 @@
 
 A schedule is a function of progress, the share of the run's optimiser steps already taken, so one
 config decays at the same moments for 4, 8 or 40 epochs. The LR is set before every step (not once
-per epoch): a 3-epoch run still decays where its fractions say, and at 4 epochs the seed's
+per epoch): a 3-epoch run still decays where its fractions say, and at 4 epochs the notebook's
 `[[0, 1e-3], [0.5, 1e-4], [0.75, 1e-5]]` changes exactly at the starts of epochs 2 and 3.
 """
 

@@ -3,7 +3,7 @@ from hydra.errors import ConfigCompositionException
 
 from hms.config import ConfigError, compose
 
-from .conftest import run_module
+from .helpers import run_module
 
 
 def test_default_config_has_every_group_and_contract_key():
@@ -11,7 +11,7 @@ def test_default_config_has_every_group_and_contract_key():
     for group in ("data", "backbone", "augmentation", "schedule", "input", "trainer", "cv", "tracking"):
         assert group in cfg
     assert cfg.data.name == "synthetic"
-    assert list(compose(["data=kaggle", "data.root=/x"]).input.tile) == [128, 256]  # the seed's tiles on real data
+    assert list(compose(["data=kaggle", "data.root=/x"]).input.tile) == [128, 256]  # the notebook's tiles on real data
 
 
 def test_synthetic_profile_sizes_the_default_for_a_cpu_and_overrides_win():

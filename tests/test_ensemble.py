@@ -10,13 +10,13 @@ import pytest
 
 from hms.config import compose
 from hms.constants import VOTE_COLUMNS
-from hms.ensemble import (EnsembleError, blend, fit_best_single, fit_equal, fit_greedy, fit_optuna, nested_predictions,
-                          run_ensemble)
+from hms.blending import blend, fit_best_single, fit_equal, fit_greedy, fit_optuna, nested_predictions
+from hms.ensembling import EnsembleError, run_ensemble
 from hms.metrics import kl_divergence
-from hms.predict import export, load_bundle, predict
-from hms.train import run_cv
+from hms.inference import export, load_bundle, predict
+from hms.cv import run_cv
 
-from .conftest import SAME_FOLDS, data_overrides, run_module, runs, tiny
+from .helpers import SAME_FOLDS, data_overrides, run_module, runs, tiny
 
 @pytest.fixture(scope="session")
 def candidate_runs(synthetic_root, tmp_path_factory):
@@ -42,6 +42,7 @@ def oof_of(client, run_id, folder):
     return pd.read_parquet(client.download_artifacts(run_id, "oof.parquet", str(folder))).sort_values("eeg_id")
 
 
+@pytest.mark.slow
 def test_ensemble_command_beats_its_best_member_and_records_everything(candidate_runs, tmp_path):
     store, client, same, _ = candidate_runs
     uri = f"sqlite:///{store}/mlflow.db"
@@ -78,6 +79,7 @@ def test_ensemble_command_beats_its_best_member_and_records_everything(candidate
         "plots/weights.png", "plots/candidates_vs_ensemble.png"}
 
 
+@pytest.mark.slow
 def test_log_space_blend_is_a_normalised_geometric_mean(candidate_runs, tmp_path):
     store, client, same, _ = candidate_runs
     result = run_ensemble(f"sqlite:///{store}/mlflow.db", run_ids=[r.info.run_id for r in same], trials=30, mode="log")
@@ -89,6 +91,7 @@ def test_log_space_blend_is_a_normalised_geometric_mean(candidate_runs, tmp_path
     assert client.get_run(result.run_id).data.params["blend"] == "log"
 
 
+@pytest.mark.slow
 def test_a_mismatched_run_is_rejected_by_name(candidate_runs):
     store, _, same, other = candidate_runs
     uri = f"sqlite:///{store}/mlflow.db"
@@ -172,6 +175,7 @@ def test_optuna_blend_starts_from_the_best_single_run_and_equal_weights():
     assert np.allclose(fit_optuna(mirrored, truth, trials=2), [0.5, 0.5])  # the second warm start: equal weights
 
 
+@pytest.mark.slow
 def test_ensemble_submission_blends_its_members_submissions(candidate_runs, synthetic_root, tmp_path):
     store, client, same, _ = candidate_runs
     result = run_ensemble(f"sqlite:///{store}/mlflow.db", run_ids=[r.info.run_id for r in same], trials=20)

@@ -12,12 +12,15 @@ from mlflow import MlflowClient
 from hms.config import compose
 from hms.constants import SUBMISSION_COLUMNS, VOTE_COLUMNS
 from hms.metrics import kaggle_score
-from hms.predict import PredictError, export, load_bundle, predict
-from hms.synth import SynthSpec, generate, read_meta
-from hms.train import run_cv
+from hms.inference import PredictError, export, load_bundle, predict
+from hms.synthetic import SynthSpec, generate, read_meta
+from hms.cv import run_cv
 
-from .conftest import data_overrides, run_module, runs, tiny
+from .helpers import data_overrides, run_module, runs, tiny
 
+
+
+pytestmark = pytest.mark.slow  # trains real models or runs commands
 
 @pytest.fixture(scope="session")
 def learned_run(tmp_path_factory):
@@ -66,7 +69,7 @@ def test_submission_of_a_run_has_kaggle_format_and_beats_the_prior(learned_run, 
     # 4 test-time views, then averaged. The plain view alone gives other numbers.
     from omegaconf import OmegaConf
 
-    from hms.data import load_test
+    from hms.dataset import load_test
 
     from .expected import direct_tiles, fold_model, view_predictions
 

@@ -1,6 +1,10 @@
-from .conftest import run_module
+import pytest
+
+from .helpers import run_module
 
 ARGS = ("data.eegs=12", "data.patients=4", "input.tile=[16,32]", "data.sampling=fixed")
+
+pytestmark = pytest.mark.slow  # trains real models or runs commands
 
 
 def test_prepare_generates_the_embedded_dataset_and_builds_then_reuses_the_cache(tmp_path):

@@ -9,7 +9,7 @@ SEED = OmegaConf.create({"name": "step", "steps": [[0, 1e-3], [0.5, 1e-4], [0.75
 
 @pytest.mark.parametrize("steps_per_epoch", [1, 7, 30])
 def test_fraction_steps_are_the_seeds_schedule_at_4_epochs(steps_per_epoch):
-    # The seed: epochs 0-1 at 1e-3, epoch 2 at 1e-4, epoch 3 at 1e-5, constant within each epoch.
+    # The notebook: epochs 0-1 at 1e-3, epoch 2 at 1e-4, epoch 3 at 1e-5, constant within each epoch.
     lrs = [lr_at(SEED, s, 4 * steps_per_epoch) for s in range(4 * steps_per_epoch)]
     expected = [1e-3] * (2 * steps_per_epoch) + [1e-4] * steps_per_epoch + [1e-5] * steps_per_epoch
     assert lrs == expected

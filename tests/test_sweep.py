@@ -8,9 +8,9 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from hms.sweep import SpaceError, check_composes, load_space
+from hms.search import SpaceError, check_composes, load_space
 
-from .conftest import run_module
+from .helpers import run_module
 
 SPACE = """
 study: {study}
@@ -53,12 +53,13 @@ def test_a_bad_space_is_rejected_before_any_training(tmp_path, params, message):
 
 
 def test_shipped_spaces_compose():
-    from .conftest import REPO
+    from .helpers import REPO
 
     for path in sorted((REPO / "sweeps").glob("*.yaml")):
         check_composes(load_space(path))
 
 
+@pytest.mark.slow
 def test_sweep_prunes_fold_by_fold_resumes_and_reports_the_best(synthetic_root, tmp_path):
     storage = f"sqlite:///{tmp_path}/study.db"
     # Every trial's first fold exceeds an upper bound of 0: each is pruned after 1 of its 2 folds.
@@ -112,6 +113,7 @@ def test_sweep_prunes_fold_by_fold_resumes_and_reports_the_best(synthetic_root, 
     assert "prior_kl" in best.stdout and "baseline_kl" in best.stdout
 
 
+@pytest.mark.slow
 def test_two_worker_processes_share_one_sqlite_study(synthetic_root, tmp_path):
     storage = f"sqlite:///{tmp_path}/study.db"
     space = write_space(tmp_path, "duo", "duo", "{name: threshold, upper: 0.0}")
@@ -131,6 +133,7 @@ def test_two_worker_processes_share_one_sqlite_study(synthetic_root, tmp_path):
     assert len(client.search_runs([experiment], "tags.`hms.run_type` = 'sweep'")) == 1
 
 
+@pytest.mark.slow
 def test_two_workers_share_a_study_on_postgresql(synthetic_root, tmp_path):
     """The many-machines path: Optuna workers on one PostgreSQL study (tests/with_postgres.sh starts the server)."""
     import os
@@ -156,11 +159,12 @@ def test_two_workers_share_a_study_on_postgresql(synthetic_root, tmp_path):
     assert len(client.search_runs([experiment], "tags.`hms.run_type` = 'sweep'")) == 1
 
 
+@pytest.mark.slow
 def test_default_median_pruner_sees_the_running_mean_of_the_fold_kls(synthetic_root, tmp_path, monkeypatch):
     """No pruner in the space: Optuna's median pruner, 2 startup trials. What each trial reports after each fold is
     the mean KL of its folds so far, read back here from the MLflow fold runs; the third trial is pruned after
     its first fold exactly when that fold is worse than the median of the first two trials' first folds."""
-    from hms.sweep import launch
+    from hms.search import launch
 
     path = tmp_path / "median.yaml"
     path.write_text(SPACE.format(study="median", pruner="null").replace("pruner: null\n", ""))

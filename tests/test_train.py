@@ -15,9 +15,12 @@ from mlflow import MlflowClient
 from hms.config import compose
 from hms.constants import CLASSES
 from hms.metrics import kl_divergence
-from hms.train import run_cv
+from hms.cv import run_cv
 
-from .conftest import run_module, runs, tiny
+from .helpers import run_module, runs, tiny
+
+
+pytestmark = pytest.mark.slow  # trains real models or runs commands
 
 @pytest.fixture(scope="session")
 def cv_run(synthetic_root, tmp_path_factory):
@@ -265,7 +268,7 @@ def test_oof_rows_are_each_eeg_ids_own_prediction(cv_run, synthetic_root):
     the mean over the 4 test-time views (and not the plain view)."""
     from omegaconf import OmegaConf
 
-    from hms.data import load_train
+    from hms.dataset import load_train
 
     from .expected import direct_tiles, fold_model, view_predictions
 

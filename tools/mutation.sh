@@ -10,7 +10,7 @@ jobs=2
 # module : the tests that cover it
 MODULES=(
   "hms/metrics.py:tests/test_metrics.py"
-  "hms/data/folds.py:tests/data/test_folds.py"
+  "hms/dataset/folds.py:tests/dataset/test_folds.py"
   "hms/baselines.py:tests/test_baselines.py"
 )
 [ -n "${HMS_MUTATE:-}" ] && read -r -a MODULES <<< "$HMS_MUTATE"  # e.g. HMS_MUTATE="hms/schedule.py:tests/test_schedule.py"

@@ -12,26 +12,59 @@ import hashlib
 import json
 import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from ..constants import EEG_RATE, EEG_WINDOW_ROWS
-from ..data.layout import DataError, eeg_path, read_eeg, read_spectrogram, spectrogram_path
+from ..dataset.layout import DataError, eeg_path, read_eeg, read_spectrogram, spectrogram_path
 from .eeg import CHAIN_CHANNELS, eeg_spectrograms
 from .kaggle import kaggle_tiles
 
 CACHE_VERSION = 1
 KINDS = ("kaggle", "eeg")
-# The public precomputed EEG spectrograms (the seed notebook's eeg_specs.npy) hold the chains in the
+# The public precomputed EEG spectrograms (the public notebook's eeg_specs.npy) hold the chains in the
 # notebook's order: LL, LP, then the right lateral ("RP") and right parasagittal ("RR") chains. hms
 # orders them as Kaggle's spectrogram regions (LL, RL, LP, RP): these are the file's channels in that order.
 PUBLIC_NPY_CHANNELS = (0, 2, 1, 3)
 TODO, DONE, BAD = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class FeatureOptions:
+    """How caches are built: tile size, where they live, how many processes, what a bad file does,
+    and an optional public precomputed EEG-spectrogram file. One object instead of loose flags."""
+
+    tile: tuple = (128, 256)
+    cache_dir: str = "data/cache"
+    workers: int | None = None
+    bad_files: str = "fail"  # fail: stop naming the file; skip: mark its items bad, list every such file
+    precomputed: str | None = None
+    progress: bool = True
+
+
+class FileGroup(NamedTuple):
+    """One data file's items in a cache: the file's id, the cache rows, and each row's offset (s)."""
+
+    file_id: int
+    rows: np.ndarray
+    offsets: np.ndarray
+
+
+class Job(NamedTuple):
+    """A worker's chunk: files of one kind to compute into one cache folder."""
+
+    folder: str
+    kind: str
+    root: str
+    split: str
+    tile: tuple
+    groups: list
 
 
 @dataclass
@@ -93,14 +126,13 @@ def _work(job) -> list[tuple[str, str | None]]:
     """A worker's chunk of files: compute, write into the maps, mark done (or bad). Returns (file, error)."""
     from threadpoolctl import threadpool_limits
 
-    folder, kind, root, split, tile, groups = job
-    features = np.load(Path(folder) / "features.npy", mmap_mode="r+")
-    status = np.load(Path(folder) / "status.npy", mmap_mode="r+")
+    features = np.load(Path(job.folder) / "features.npy", mmap_mode="r+")
+    status = np.load(Path(job.folder) / "status.npy", mmap_mode="r+")
     report = []
     with threadpool_limits(1):
-        for file_id, rows, offsets in groups:
+        for file_id, rows, offsets in job.groups:
             try:
-                features[rows] = _compute(kind, root, split, file_id, offsets, tile)
+                features[rows] = _compute(job.kind, job.root, job.split, file_id, offsets, job.tile)
             except DataError as error:
                 status[rows] = BAD
                 report.append((str(file_id), str(error)))
@@ -134,15 +166,18 @@ def build_cache(root, split: str, kind: str, items: pd.DataFrame, **options) -> 
     return build_caches(root, split, (kind,), items, **options)[kind]
 
 
-def build_caches(root, split: str, kinds, items: pd.DataFrame, tile=(128, 256), cache_dir="data/cache",
-                 workers: int | None = None, bad_files: str = "fail", precomputed: str | None = None,
-                 progress: bool = True) -> dict[str, FeatureCache]:
+def build_caches(root, split: str, kinds, items: pd.DataFrame, options: FeatureOptions | None = None,
+                 **settings) -> dict[str, FeatureCache]:
     """Build (or finish, or just open) the caches of `kinds` for `items` (eeg_id, spectrogram_id, offsets).
 
+    `options` (or its fields as keywords: tile, cache_dir, workers, bad_files, precomputed, progress).
     All kinds' files go through one pool of worker processes. bad_files="fail" stops at the first
     bad file with an error naming it (what was computed is kept); "skip" marks its items bad,
     names every such file, and goes on.
     """
+    options = replace(options or FeatureOptions(), **settings)
+    tile, cache_dir, workers = tuple(options.tile), options.cache_dir, options.workers
+    precomputed = options.precomputed
     items = items[["eeg_id", "spectrogram_id", "eeg_offset", "spec_offset"]].reset_index(drop=True)
     folders, jobs, total = {}, [], 0
     for kind in kinds:
@@ -158,38 +193,38 @@ def build_caches(root, split: str, kinds, items: pd.DataFrame, tile=(128, 256), 
             _fill_precomputed(folder, items, source, tile)
         todo = np.flatnonzero(open_cache(folder).status == TODO)
         file_column, offset_column = ("spectrogram_id", "spec_offset") if kind == "kaggle" else ("eeg_id", "eeg_offset")
-        groups = [(int(fid), rows.to_numpy(), items.loc[rows, offset_column].to_numpy(np.float64))
+        groups = [FileGroup(int(fid), rows.to_numpy(), items.loc[rows, offset_column].to_numpy(np.float64))
                   for fid, rows in items.loc[todo].groupby(file_column).groups.items()]
         jobs += _jobs(folder, kind, str(root), split, tuple(tile), groups, workers)
         total += len(todo)
     if jobs:
-        _run(jobs, workers, bad_files, progress, total, f"{split} features ({', '.join(kinds)})")
+        _run(jobs, options, total, f"{split} features ({', '.join(kinds)})")
     return {kind: open_cache(folder) for kind, folder in folders.items()}
 
 
 def _jobs(folder, kind, root, split, tile, groups, workers):
     """Chunks of files, small enough to spread over the workers and show progress."""
     chunk = max(1, min(64, len(groups) // ((workers or os.cpu_count() or 1) * 4)))
-    return [(str(folder), kind, root, split, tile, groups[i:i + chunk]) for i in range(0, len(groups), chunk)]
+    return [Job(str(folder), kind, root, split, tile, groups[i:i + chunk]) for i in range(0, len(groups), chunk)]
 
 
-def _run(jobs, workers, bad_files, progress, total, description) -> None:
-    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
-    sizes = {(job[1], g[0]): len(g[1]) for job in jobs for g in job[5]}
+def _run(jobs, options: FeatureOptions, total, description) -> None:
+    workers = max(1, min(options.workers or os.cpu_count() or 1, len(jobs)))
+    sizes = {(job.kind, group.file_id): len(group.rows) for job in jobs for group in job.groups}
     bad = []
-    bar = tqdm(total=total, desc=description, unit="item", disable=not progress, mininterval=0.5)
+    bar = tqdm(total=total, desc=description, unit="item", disable=not options.progress, mininterval=0.5)
     try:
         if workers == 1:
             for job in jobs:
-                bad += _account(job[1], _work(job), sizes, bar, bad_files)
+                bad += _account(job.kind, _work(job), sizes, bar, options.bad_files)
             return
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            pending = {pool.submit(_work, job): job[1] for job in jobs}
+            pending = {pool.submit(_work, job): job.kind for job in jobs}
             try:
                 while pending:
                     finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                     for future in finished:
-                        bad += _account(pending.pop(future), future.result(), sizes, bar, bad_files)
+                        bad += _account(pending.pop(future), future.result(), sizes, bar, options.bad_files)
             except BaseException:
                 for future in pending:
                     future.cancel()

@@ -1,6 +1,6 @@
-"""EEG spectrograms by the seed's formula, computed for all 16 bipolar pairs at once.
+"""EEG spectrograms by the notebook's formula, computed for all 16 bipolar pairs at once.
 
-The seed calls librosa once per pair: a 1024-point STFT of a 128-sample Hann window, then a mel
+The notebook calls librosa once per pair: a 1024-point STFT of a 128-sample Hann window, then a mel
 filterbank that keeps 0-20 Hz. Only the 128 windowed samples of each frame and the FFT bins below
 20 Hz matter, so a product of all 16 pairs' frames with a small DFT matrix gives the same power.
 """

@@ -1,4 +1,4 @@
-"""Kaggle's spectrogram as the seed's four 128 x 256 tiles."""
+"""Kaggle's spectrogram as the notebook's four 128 x 256 tiles."""
 
 from __future__ import annotations
 

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Callable
 
 _REGISTRY: dict[tuple[str, str], Callable] = {}
-SOURCES = ("efficientnet", "keras")
 
 
 def register(name: str, source: str):

@@ -12,7 +12,7 @@ from .backbones import create_backbone
 @keras.saving.register_keras_serializable(package="hms")
 class TileMontage(layers.Layer):
     """(batch, H, W, 4k) tiles to one (batch, 4H, kW, 3) image: each kind's 4 tiles stacked vertically,
-    the kinds side by side (Kaggle left, EEG right), repeated to 3 channels, as the seed lays them out."""
+    the kinds side by side (Kaggle left, EEG right), repeated to 3 channels, as the notebook lays them out."""
 
     def __init__(self, kinds: int, **kwargs):
         super().__init__(**kwargs)

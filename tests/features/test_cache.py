@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 
 from hms.config import compose
-from hms.data import DataError, load_test, load_train, read_eeg, read_spectrogram
+from hms.dataset import DataError, load_test, load_train, read_eeg, read_spectrogram
 from hms.features import eeg_spectrogram, kaggle_tiles
 from hms.features.cache import TODO, build_cache, open_cache
-from hms.prepare import build_features, feature_kinds, train_items
+from hms.inputs import build_features, feature_kinds, train_items
 
 TILE = (32, 64)
 
@@ -88,7 +88,7 @@ def test_precomputed_eeg_spectrograms_are_used_and_lacking_ids_reported(syntheti
 def test_public_precomputed_file_in_the_notebooks_order_gives_the_computed_tiles(synthetic_root, items, tmp_path):
     import pandas as pd
 
-    from .reference import librosa_eeg_spectrogram
+    from hms.features.notebook import librosa_eeg_spectrogram
 
     first = items.iloc[:2]
     given = {}

@@ -1,10 +1,10 @@
 import numpy as np
 import pandas as pd
 
-from hms.data import load_train, read_eeg, read_spectrogram
+from hms.dataset import load_train, read_eeg, read_spectrogram
 from hms.features import eeg_spectrogram, eeg_spectrograms, kaggle_tiles
 
-from .reference import librosa_eeg_spectrogram, seed_kaggle_tiles
+from hms.features.notebook import librosa_eeg_spectrogram, notebook_kaggle_tiles
 
 
 def test_eeg_spectrogram_matches_librosa_on_real_eeg(kaggle_sample):
@@ -38,7 +38,7 @@ def test_kaggle_tiles_match_the_seed_on_real_spectrogram(kaggle_sample):
     spectrogram = read_spectrogram(kaggle_sample / "test_spectrograms" / "853520.parquet")
     ours = kaggle_tiles(spectrogram, 0)
     assert ours.shape == (128, 256, 4) and ours.dtype == np.float32
-    np.testing.assert_allclose(ours, seed_kaggle_tiles(spectrogram, 0), atol=1e-5)
+    np.testing.assert_allclose(ours, notebook_kaggle_tiles(spectrogram, 0), atol=1e-5)
     assert (ours[:14] == 0).all() and (ours[-14:] == 0).all()  # frequency padding
 
 
@@ -47,7 +47,7 @@ def test_kaggle_tiles_regions_in_kaggle_order_and_offset(synthetic_root):
     row = train.iloc[len(train) // 2]
     spectrogram = read_spectrogram(synthetic_root / "train_spectrograms" / f"{row.spectrogram_id}.parquet")
     offset = row.spectrogram_label_offset_seconds
-    np.testing.assert_allclose(kaggle_tiles(spectrogram, offset), seed_kaggle_tiles(spectrogram, offset), atol=1e-5)
+    np.testing.assert_allclose(kaggle_tiles(spectrogram, offset), notebook_kaggle_tiles(spectrogram, offset), atol=1e-5)
     spectrogram[:, 101:201] = np.nan  # RL region missing: its tile (channel 1) becomes zeros, the others stay
     tiles = kaggle_tiles(spectrogram, offset)
     assert (tiles[..., 1] == 0).all() and np.abs(tiles[..., 0]).sum() > 0

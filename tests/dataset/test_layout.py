@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from hms.constants import EEG_COLUMNS, SPEC_COLUMNS
-from hms.data import DataError, load_test, read_eeg, read_spectrogram, read_train_csv
+from hms.dataset import DataError, load_test, read_eeg, read_spectrogram, read_train_csv
 
 
 def test_reads_the_real_kaggle_files(kaggle_sample):

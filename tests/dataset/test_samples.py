@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 
 from hms.constants import VOTE_COLUMNS
-from hms.data import load_train, targets, train_samples
+from hms.dataset import load_train, targets, train_samples
 
 
 def test_one_sample_per_eeg_id_with_summed_normalised_votes(synthetic_root):

@@ -6,6 +6,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from tqdm import tqdm
@@ -26,29 +27,48 @@ class CheckReport:
         return not self.bad
 
 
-def _inspect(job) -> tuple[str, int, int, int, str | None]:
-    """Read one parquet file fully: (path, rows, NaN cells, cells, error or None)."""
-    kind, path, needed_rows = job
+class FileJob(NamedTuple):
+    """A file to check: its kind (eeg or spec), path, and the rows its labelled windows need."""
+
+    kind: str
+    path: str
+    needed_rows: int
+
+
+class FileCheck(NamedTuple):
+    """What reading one file found."""
+
+    path: str
+    rows: int
+    nan: int
+    cells: int
+    error: str | None
+
+
+def _inspect(job: FileJob) -> FileCheck:
+    """Read one parquet file fully."""
+    path = job.path
     try:
-        values = read_eeg(path) if kind == "eeg" else read_spectrogram(path)[:, 1:]
+        values = read_eeg(path) if job.kind == "eeg" else read_spectrogram(path)[:, 1:]
     except DataError as error:
-        return path, 0, 0, 0, str(error).removeprefix(f"{path}: ")
-    if len(values) < needed_rows:
-        return path, len(values), 0, 0, f"{len(values)} rows, but a labelled window needs {needed_rows}"
-    return path, len(values), int(np.isnan(values).sum()), values.size, None
+        return FileCheck(path, 0, 0, 0, str(error).removeprefix(f"{path}: "))
+    if len(values) < job.needed_rows:
+        return FileCheck(path, len(values), 0, 0, f"{len(values)} rows, but a labelled window needs {job.needed_rows}")
+    return FileCheck(path, len(values), int(np.isnan(values).sum()), values.size, None)
 
 
-def _jobs_for_train(root: Path, train) -> list[tuple[str, str, int]]:
+def _jobs_for_train(root: Path, train) -> list[FileJob]:
     eeg_end = train.groupby("eeg_id")["eeg_label_offset_seconds"].max()
     spec_end = train.groupby("spectrogram_id")["spectrogram_label_offset_seconds"].max()
-    jobs = [("eeg", str(eeg_path(root, i)), int(round(o * EEG_RATE)) + EEG_WINDOW_ROWS) for i, o in eeg_end.items()]
-    jobs += [("spec", str(spectrogram_path(root, i)), int(o // SPEC_ROW_SECONDS) + SPEC_WINDOW_ROWS) for i, o in spec_end.items()]
+    jobs = [FileJob("eeg", str(eeg_path(root, i)), int(round(o * EEG_RATE)) + EEG_WINDOW_ROWS) for i, o in eeg_end.items()]
+    jobs += [FileJob("spec", str(spectrogram_path(root, i)), int(o // SPEC_ROW_SECONDS) + SPEC_WINDOW_ROWS)
+             for i, o in spec_end.items()]
     return jobs
 
 
-def _jobs_for_test(root: Path, test) -> list[tuple[str, str, int]]:
-    jobs = [("eeg", str(eeg_path(root, i, "test")), EEG_WINDOW_ROWS) for i in test["eeg_id"].unique()]
-    jobs += [("spec", str(spectrogram_path(root, i, "test")), SPEC_WINDOW_ROWS) for i in test["spectrogram_id"].unique()]
+def _jobs_for_test(root: Path, test) -> list[FileJob]:
+    jobs = [FileJob("eeg", str(eeg_path(root, i, "test")), EEG_WINDOW_ROWS) for i in test["eeg_id"].unique()]
+    jobs += [FileJob("spec", str(spectrogram_path(root, i, "test")), SPEC_WINDOW_ROWS) for i in test["spectrogram_id"].unique()]
     return jobs
 
 
@@ -72,20 +92,20 @@ def check_folder(root, workers: int | None = None, progress: bool = True) -> Che
         jobs += planner(root, table)
     results = _run(jobs, workers, progress)
     for label in ("train_eegs", "train_spectrograms", "test_eegs", "test_spectrograms"):
-        mine = [r for j, r in zip(jobs, results) if Path(j[1]).parent.name == label]
+        mine = [r for j, r in zip(jobs, results) if Path(j.path).parent.name == label]
         if not mine:
             continue
-        nan = sum(r[2] for r in mine)
-        cells = sum(r[3] for r in mine)
-        rows = [r[1] for r in mine if r[4] is None]
+        nan = sum(r.nan for r in mine)
+        cells = sum(r.cells for r in mine)
+        rows = [r.rows for r in mine if r.error is None]
         share = nan / cells if cells else 0.0
         report.lines.append(
             f"{label}: {len(mine)} files, {len(mine) - len(rows)} bad, rows {min(rows, default=0)}-{max(rows, default=0)}, "
-            f"NaN share {share:.2%}, files with NaN {sum(1 for r in mine if r[2])}"
+            f"NaN share {share:.2%}, files with NaN {sum(1 for r in mine if r.nan)}"
         )
-    for path, _, _, _, error in results:
-        if error is not None:
-            report.bad[path] = error
+    for result in results:
+        if result.error is not None:
+            report.bad[result.path] = result.error
     return report
 
 
@@ -107,25 +127,3 @@ def _run(jobs, workers, progress):
         return [_inspect(j) for j in tqdm(jobs, **bar)]
     with ProcessPoolExecutor(workers) as pool:
         return list(tqdm(pool.map(_inspect, jobs, chunksize=8), **bar))
-
-
-def main(argv=None) -> int:
-    """`python -m hms.data check DIR`: print counts, list every bad file, exit 1 if any."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m hms.data", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    check = commands.add_parser("check", help="validate a Kaggle-layout folder file by file")
-    check.add_argument("dir", type=Path)
-    check.add_argument("--workers", type=int, default=None, help="processes reading files (default: all cores)")
-    args = parser.parse_args(argv)
-    report = check_folder(args.dir, workers=args.workers)
-    for line in report.lines:
-        print(line)
-    if report.bad:
-        print(f"{len(report.bad)} bad file(s):")
-        for path, reason in sorted(report.bad.items()):
-            print(f"  {path}: {reason}")
-        return 1
-    print(f"{args.dir}: all files OK")
-    return 0

@@ -1,4 +1,4 @@
-"""One training sample per eeg_id, as the seed builds them, with all its labelled windows kept."""
+"""One training sample per eeg_id, as the notebook builds them, with all its labelled windows kept."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hms.data import assign_folds
+from hms.dataset import assign_folds
 
 
 def make_samples(n=400, patients=80, seed=0):

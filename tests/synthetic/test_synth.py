@@ -1,16 +1,17 @@
 import hashlib
 
+import pytest
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
 from hms.constants import EEG_RATE, TEST_COLUMNS, TRAIN_COLUMNS, VOTE_COLUMNS
-from hms.data import load_train, read_eeg, read_spectrogram
-from hms.synth import META_DIR, SynthSpec, generate, read_meta
-from hms.synth.dataset import RATER_COUNTS
-from hms.synth.signals import kaggle_spectrogram
+from hms.dataset import load_train, read_eeg, read_spectrogram
+from hms.synthetic import META_DIR, SynthSpec, generate, read_meta
+from hms.synthetic.dataset import RATER_COUNTS
+from hms.synthetic.signals import kaggle_spectrogram
 
-from ..conftest import TRAIN_VOTES
+from ..helpers import TRAIN_VOTES
 
 
 def test_files_match_the_real_schemas(synthetic_root, kaggle_sample):
@@ -62,6 +63,7 @@ def test_spectrogram_is_computed_from_the_same_recording_as_the_eegs(synthetic_r
     assert compared >= 5
 
 
+@pytest.mark.slow
 def test_deterministic_per_seed(tmp_path):
     def digest(root):
         h = hashlib.sha256((root / "train.csv").read_bytes())
@@ -86,6 +88,7 @@ def test_structure_patients_shared_spectrograms_and_nan(synthetic_root):
     assert not set(pd.read_csv(synthetic_root / "test.csv").patient_id) & set(train.patient_id)
 
 
+@pytest.mark.slow
 def test_nan_runs_appear_in_a_larger_dataset(tmp_path):
     generate(tmp_path, SynthSpec(eegs=60, patients=12, seed=1, test_eegs=1))
     nan_files = sum(np.isnan(read_eeg(f)).any() for f in (tmp_path / "train_eegs").glob("*.parquet"))
@@ -111,6 +114,7 @@ def test_votes_follow_true_probabilities_and_reference_scores(synthetic_root):
     assert set(answers.eeg_id) == set(pd.read_csv(synthetic_root / "test.csv").eeg_id)
 
 
+@pytest.mark.slow
 def test_class_patterns_are_visible_in_the_spectrogram(tmp_path):
     """Delta-rhythm classes (LRDA, GRDA) put more 1-3 Hz power in the spectrogram window than the others."""
     generate(tmp_path, SynthSpec(eegs=60, patients=12, seed=2, test_eegs=1))

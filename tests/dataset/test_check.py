@@ -2,7 +2,7 @@ import shutil
 
 import pandas as pd
 
-from ..conftest import run_module
+from ..helpers import run_module
 
 
 def test_check_passes_a_synthetic_dataset(synthetic_root):

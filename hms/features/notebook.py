@@ -1,4 +1,4 @@
-"""The seed's formulas written the seed's way (librosa per pair, pandas per region), to test against.
+"""The public notebook's formulas written its way (librosa per pair, pandas per region): the reference the fast ones are checked against.
 
 Nothing here comes from `hms`: the electrode chains are spelled out as the public notebook has them
 (Chris Deotte, "HMS - EfficientNetB0 Starter", `NAMES` and `FEATS`), and the EEG is read by column name."""
@@ -19,7 +19,7 @@ NOTEBOOK_TO_KAGGLE_ORDER = [0, 2, 1, 3]
 
 
 def librosa_eeg_spectrogram(eeg: pd.DataFrame, order=NOTEBOOK_TO_KAGGLE_ORDER) -> np.ndarray:
-    """The seed's EEG spectrogram of a 50 s (10,000-row) EEG frame, channels in `order` of the notebook's chains."""
+    """The notebook's EEG spectrogram of a 50 s (10,000-row) EEG frame, channels in `order` of the notebook's chains."""
     import librosa
 
     img = np.zeros((128, 256, 4), np.float32)
@@ -38,7 +38,7 @@ def librosa_eeg_spectrogram(eeg: pd.DataFrame, order=NOTEBOOK_TO_KAGGLE_ORDER) -
     return img
 
 
-def seed_kaggle_tiles(spectrogram: np.ndarray, offset: float) -> np.ndarray:
+def notebook_kaggle_tiles(spectrogram: np.ndarray, offset: float) -> np.ndarray:
     start = int(offset // 2)
     x = np.zeros((128, 256, 4), np.float32)
     for k in range(4):

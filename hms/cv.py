@@ -1,0 +1,348 @@
+"""Cross-validation of one config: K folds in one MLflow parent run with one child run per fold.
+
+The steps are separate functions: `open_parent` (a new run, or a resumed one with its finished
+folds), `FreshModel` (one compiled model reset for every fold), `train_fold` (fit and predict one
+validation fold), `record_fold` (its OOF rows, metrics and weights), `finish_parent` (scores beside
+the baselines, OOF file, plots, hms.learned). `run_cv` strings them together; `hms.train` and
+`hms.search` call it.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from . import tracking
+from .baselines import learned as has_learned
+from .config import ConfigError
+from .dataset import HQ_VOTES, PRED_COLUMNS, TARGET_COLUMNS, targets
+from .inputs import TrainingData, load_training_data
+from .oof import RunBaselines, cv_scores, not_learned_warning, oof_frame, score_line
+
+
+def fold_rows(data: TrainingData, batches: dict) -> pd.DataFrame:
+    """eeg_id, patient_id, role: the eeg_ids each role's batches (train, valid, stage2) can draw windows from.
+
+    Read from the batches themselves, so the record shows what a fold's model really saw."""
+    patient = pd.Series(data.samples.patient_id.to_numpy(), index=data.samples.eeg_id.to_numpy())
+    parts = []
+    for role, b in batches.items():
+        ids = np.unique(data.row_eeg_ids[np.concatenate(b.candidates)])
+        parts.append(pd.DataFrame({"eeg_id": ids, "patient_id": patient.loc[ids].to_numpy(), "role": role}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _compile(model, lr: float):
+    import keras
+
+    from .metrics import kl_loss, kl_metric
+
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss=kl_loss, metrics=[kl_metric("kl")])
+
+
+def _record_epoch_class():
+    import keras
+    from mlflow.entities import Metric
+
+    class RecordEpoch(keras.callbacks.Callback):
+        """Per-epoch loss, val_loss, val_kl and lr to the fold's child run, kept for the learning curves too."""
+
+        def __init__(self, client, run_id: str, history: dict):
+            super().__init__()
+            self.client, self.run_id, self.history = client, run_id, history
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = {k: float(v) for k, v in (logs or {}).items() if k in ("loss", "val_loss", "val_kl")}
+            logs["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            now = int(time.time() * 1000)
+            self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, epoch) for k, v in logs.items()])
+            for k, v in logs.items():
+                self.history.setdefault(k, []).append(v)
+
+    return RecordEpoch
+
+
+class FreshModel:
+    """The run's compiled model, handed out at its initial weights and optimizer state for every fold,
+    so that folds after the first skip building the model and tracing its training graph."""
+
+    def __init__(self, cfg, devices, kinds: int, steps_per_epoch: int):
+        import keras
+
+        from .models import model_for
+        from .schedule import lr_at
+
+        keras.utils.set_random_seed(cfg.seed)
+        with devices.strategy.scope():
+            self.model = model_for(cfg, kinds, cfg.backbone.weights, steps_per_epoch=steps_per_epoch)
+            _compile(self.model, lr_at(cfg.schedule, 0, cfg.trainer.epochs * steps_per_epoch))
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.weights = self.model.get_weights()
+        self.optimizer_state = [v.numpy() for v in self.model.optimizer.variables]
+
+    def __call__(self):
+        self.model.set_weights(self.weights)
+        for variable, value in zip(self.model.optimizer.variables, self.optimizer_state):
+            variable.assign(value)
+        return self.model
+
+
+def model_dtypes(model) -> str:
+    """What the built model computes in, read from its layers: e.g. "compute float16, variables float32, output float32"."""
+    def walk(layer):
+        yield layer
+        for inner in getattr(layer, "layers", ()):
+            yield from walk(inner)
+
+    compute = sorted({layer.compute_dtype for layer in walk(model) if layer.weights and layer is not model})
+    variables = sorted({v.dtype for v in model.weights})
+    output = model.outputs[0].dtype
+    return f"compute {'/'.join(compute)}, variables {'/'.join(variables)}, output {output}"
+
+
+def train_fold(cfg, devices, data: TrainingData, fold: int, fresh_model: FreshModel, client, run_id: str, history: dict):
+    """Train one fold (and its optional second stage); returns the model and its validation predictions."""
+    import keras
+
+    from .augment import build_augmentation, tta_views
+    from .batches import TileBatches, predict_views
+    from .schedule import step_callback
+
+    RecordEpoch = _record_epoch_class()
+    keras.utils.set_random_seed(cfg.seed + fold)
+    y = targets(data.samples).astype(np.float32)
+    train_idx = np.flatnonzero(data.samples.fold.to_numpy() != fold)
+    val_idx = np.flatnonzero(data.samples.fold.to_numpy() == fold)
+    common = dict(batch_size=cfg.trainer.batch_size, workers=cfg.trainer.workers)
+    augment = build_augmentation(cfg.augmentation, seed=cfg.seed + fold)
+    train = TileBatches(data.sources, [data.window_rows[i] for i in train_idx], y[train_idx], augment=augment,
+                        shuffle=True, seed=cfg.seed + fold, **common)
+    val = TileBatches(data.sources, data.fixed_rows[val_idx], y[val_idx], **common)
+    hq = train_idx[data.samples.total_votes.to_numpy()[train_idx] >= HQ_VOTES]
+    stage2 = None
+    if cfg.cv.stage2 and len(hq):
+        stage2 = TileBatches(data.sources, [data.window_rows[i] for i in hq], y[hq], augment=augment, shuffle=True,
+                             seed=cfg.seed + fold + 1000, **common)
+    roles = {"train": train, "valid": val, **({"stage2": stage2} if stage2 is not None else {})}
+    tracking.log_frame(client, run_id, fold_rows(data, roles), "fold_rows.parquet")  # once, before any training
+    scale = devices.replicas if cfg.trainer.lr_scaling == "linear" else 1
+    model = fresh_model()
+    record = RecordEpoch(client, run_id, history)
+    schedule = step_callback(cfg.schedule, cfg.trainer.epochs, len(train), scale)
+    model.fit(train, validation_data=val, epochs=cfg.trainer.epochs, verbose=cfg.trainer.verbose, callbacks=[schedule, record])
+    if stage2 is not None:
+        # Second stage, as the top solutions: fine-tune on the windows most raters agreed to label.
+        model.optimizer.learning_rate.assign(scale * cfg.cv.stage2_lr)
+        model.fit(stage2, validation_data=val, initial_epoch=cfg.trainer.epochs, epochs=cfg.trainer.epochs + cfg.cv.stage2_epochs,
+                  verbose=cfg.trainer.verbose, callbacks=[record])
+    predictions = predict_views(model, val, tta_views(cfg.augmentation))
+    return model, val_idx, predictions, val
+
+
+def _steps_per_epoch(cfg, samples: pd.DataFrame) -> int:
+    """Optimiser steps in one epoch of a fold (the mean training fold's size over the global batch)."""
+    return max(1, math.ceil(len(samples) * (cfg.cv.folds - 1) / cfg.cv.folds / cfg.trainer.batch_size))
+
+
+def _finished_folds(client, parent_id: str) -> dict[int, pd.DataFrame]:
+    """OOF rows of the folds a run already finished (its FINISHED child runs)."""
+    from mlflow.entities import ViewType
+
+    parent = client.get_run(parent_id)
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'",
+                                  run_view_type=ViewType.ALL)
+    done = {}
+    for child in children:
+        fold = child.data.tags.get("hms.fold")
+        if fold is None:
+            continue
+        if child.info.status == "FINISHED":
+            done[int(fold)] = tracking.read_frame(client, child.info.run_id, "oof_fold.parquet")
+        elif child.info.status == "RUNNING":  # its process died without saying so
+            tracking.fail_run(client, child.info.run_id, RuntimeError("the process running this fold died"))
+    return done
+
+
+RESUME_FREE = ("resume", "tracking")  # what a resume command line may set: the rest is the run's own config
+
+
+def _resumed_config(client, run_id: str, cfg: DictConfig, overrides=()) -> DictConfig:
+    """The run's own config. A command-line override that asks for something else is an error, not ignored."""
+    with tempfile.TemporaryDirectory() as tmp:
+        stored = OmegaConf.load(client.download_artifacts(run_id, "config.yaml", tmp))
+    changed = []
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key.split(".")[0] in RESUME_FREE or key.startswith("hydra"):
+            continue
+        asked, own = (OmegaConf.select(c, key) for c in (cfg, stored))
+        as_plain = lambda v: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v  # noqa: E731
+        if as_plain(asked) != as_plain(own):
+            changed.append(f"{override} (the run has {key}={OmegaConf.to_yaml(own).strip() if OmegaConf.is_config(own) else own})")
+    if changed:
+        raise ConfigError(f"resume={run_id} continues the run with its own config; these overrides ask for something else: "
+                          f"{'; '.join(changed)}. Drop them, or start a new run.")
+    stored.resume = run_id
+    stored.tracking = cfg.tracking
+    return stored
+
+
+@dataclass
+class Parent:
+    """The parent run a CV run records into, and the folds it already finished (on resume)."""
+
+    run_id: str
+    experiment: str
+    cfg: DictConfig
+    done: dict = field(default_factory=dict)
+
+
+def open_parent(client, cfg: DictConfig, tags: dict | None = None, overrides=()) -> Parent:
+    """A new parent run with the config logged, or (`cfg.resume`) the run to finish with its own config."""
+    if cfg.resume:
+        cfg = _resumed_config(client, cfg.resume, cfg, overrides)
+        parent_id = cfg.resume
+        done = _finished_folds(client, parent_id)
+        client.update_run(parent_id, status="RUNNING")
+        client.set_tag(parent_id, "hms.resumed", "true")
+        return Parent(parent_id, client.get_run(parent_id).info.experiment_id, cfg, done)
+    experiment = tracking.experiment_id(client, cfg.tracking.experiment)
+    parent = client.create_run(experiment, run_name=f"{cfg.backbone.name}-{cfg.input.mix}-cv{cfg.cv.folds}",
+                               tags={"hms.run_type": "cv", **(tags or {})})
+    try:
+        tracking.log_params(client, parent.info.run_id, tracking.flat_params(cfg))
+        client.log_text(parent.info.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+    except BaseException as error:
+        tracking.fail_run(client, parent.info.run_id, error)
+        raise
+    return Parent(parent.info.run_id, experiment, cfg)
+
+
+def planned_folds(cfg: DictConfig) -> list[int]:
+    """The folds a run trains: `cv.only`, or all of them."""
+    return list(cfg.cv.only) if cfg.cv.only is not None else list(range(cfg.cv.folds))
+
+
+def record_fold(client, parent_id: str, child_id: str, fold: int, part: pd.DataFrame, model, baselines: RunBaselines) -> dict:
+    """A finished fold's records: its OOF rows, KL and baselines on its child run, its weights on the parent."""
+    fold_kl = cv_scores(part)["cv_kl"]
+    tracking.log_frame(client, child_id, part, "oof_fold.parquet")
+    client.log_metric(child_id, "kl", fold_kl)
+    scores = {"kl": fold_kl, **baselines.scores([fold])}
+    for key, value in scores.items():
+        if key != "kl":
+            client.log_metric(child_id, key, value)
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp) / f"fold{fold}.weights.h5"
+        model.save_weights(weights)
+        client.log_artifact(parent_id, str(weights), "models")
+    client.log_metric(parent_id, f"fold{fold}_kl", fold_kl)
+    client.set_terminated(child_id, "FINISHED")
+    return scores
+
+
+def finish_parent(client, parent_id: str, parts, baselines: RunBaselines, histories, example, stopped: bool):
+    """Scores over the finished folds beside the baselines, oof.parquet, plots and tags; ends the run.
+    Returns (scores, oof frame, learned)."""
+    oof = pd.concat(parts, ignore_index=True).sort_values("eeg_id").reset_index(drop=True)
+    scores = cv_scores(oof)
+    scores.update(baselines.scores(sorted(oof.fold.unique())))
+    for key, value in scores.items():
+        client.log_metric(parent_id, key, value)
+    tracking.log_frame(client, parent_id, oof, "oof.parquet")
+    tracking.log_frame(client, parent_id, baselines.frame(sorted(oof.fold.unique())), "baselines.parquet")
+    learned = has_learned(scores["cv_kl"], scores["prior_kl"])
+    client.set_tag(parent_id, "hms.learned", str(learned).lower())
+    _log_plots(client, parent_id, histories, oof, example)
+    if stopped:
+        client.set_tag(parent_id, "hms.pruned", "true")
+    client.set_terminated(parent_id, "KILLED" if stopped else "FINISHED")
+    return scores, oof, learned
+
+
+def run_cv(cfg: DictConfig, tags: dict | None = None, on_fold=None, overrides=()) -> float:
+    """Cross-validate the config: K folds in one MLflow parent run with one child run per fold.
+
+    `tags` go on the parent run. `on_fold(fold, fold_kl, run_id)` is called as each fold finishes;
+    if it returns True the run stops there (a sweep's pruner): it keeps its finished folds' records,
+    is tagged `hms.pruned=true` and ended KILLED, and the KL over those folds is returned.
+    `overrides` (the command line's) are checked against a resumed run's own config."""
+    from .devices import configure, precision_policy
+
+    client = tracking.client_for(cfg.tracking)
+    parent = open_parent(client, cfg, tags, overrides)
+    cfg, parent_id = parent.cfg, parent.run_id
+    print(f"MLflow run {parent_id} (experiment {parent.experiment}) at {tracking.tracking_uri(cfg.tracking)}")
+    child_id = None
+    try:
+        devices = configure(cfg.trainer)
+        print(f"training on {devices.description}")
+        data = load_training_data(cfg)
+        folds = planned_folds(cfg)
+        histories, parts, example, fresh_model, stopped = {}, [], None, None, False
+        baselines = RunBaselines(data.samples, data.sources, data.fixed_rows)
+        with precision_policy(devices.precision):
+            for fold in folds:
+                if fold in parent.done:
+                    print(f"fold {fold}: finished earlier, kept")
+                    parts.append(parent.done[fold])
+                    continue
+                child_id = client.create_run(parent.experiment, run_name=f"fold {fold}", tags={
+                    "mlflow.parentRunId": parent_id, "hms.fold": str(fold), "hms.run_type": "fold"}).info.run_id
+                if fresh_model is None:
+                    fresh_model = FreshModel(cfg, devices, len(data.sources), _steps_per_epoch(cfg, data.samples))
+                    client.set_tag(parent_id, "hms.dtypes", model_dtypes(fresh_model.model))
+                model, rows, predictions, val = train_fold(cfg, devices, data, fold, fresh_model, client, child_id,
+                                                           histories.setdefault(fold, {}))
+                part = oof_frame(data.samples, rows, predictions)
+                scores = record_fold(client, parent_id, child_id, fold, part, model, baselines)
+                child_id = None
+                print(f"fold {fold}: KL {scores['kl']:.4f}  prior_kl {scores['prior_kl']:.4f}  baseline_kl {scores['baseline_kl']:.4f}")
+                parts.append(part)
+                if example is None:
+                    example = _montage_image(model, val)
+                if on_fold is not None and on_fold(fold, scores["kl"], parent_id):
+                    stopped = fold != folds[-1]
+                    if stopped:
+                        print(f"stopped after fold {fold} (pruned)")
+                        break
+        scores, oof, learned = finish_parent(client, parent_id, parts, baselines, histories, example, stopped)
+    except BaseException as error:
+        if child_id is not None:
+            tracking.fail_run(client, child_id, error)
+        tracking.fail_run(client, parent_id, error)
+        raise
+    print(score_line(scores) + f"  over {len(oof)} out-of-fold rows")
+    if not learned:
+        print(not_learned_warning(scores), file=sys.stderr)
+    print(f"view it: run `mlflow ui` in {Path.cwd()} and open {tracking.ui_address(cfg.tracking, parent.experiment, parent_id)}")
+    return scores["cv_kl"]
+
+
+def _montage_image(model, val) -> np.ndarray:
+    x, _ = val[0]
+    return np.asarray(model.get_layer("montage")(x[:1]))[0]
+
+
+def _log_plots(client, run_id, histories, oof, example) -> None:
+    from . import plots
+
+    y, p = oof[list(TARGET_COLUMNS)].to_numpy(), oof[list(PRED_COLUMNS)].to_numpy()
+    figures = {"per_class_kl.png": plots.per_class_kl(y, p),
+               "confusion_matrix.png": plots.confusion_matrix(y.argmax(axis=1), p.argmax(axis=1))}
+    if histories:
+        figures["learning_curves.png"] = plots.learning_curves(histories)
+    if example is not None:
+        figures["input_montage.png"] = plots.montage(example, "one validation input as the backbone sees it")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, figure in figures.items():
+            plots.save(figure, Path(tmp) / name)
+            client.log_artifact(run_id, str(Path(tmp) / name), "plots")

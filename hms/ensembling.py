@@ -1,0 +1,253 @@
+"""Ensembles of CV runs: find and align the candidates' out-of-fold predictions, fit the blend and
+record it as an MLflow run (hms.run_type=ensemble) whose bundle file `hms.inference` reads.
+
+The candidates are FINISHED CV runs (tag hms.run_type=cv) of the experiment, or the runs named.
+Their oof.parquet files must cover the same eeg_ids, folds and targets. An Optuna study chooses
+which runs to use and their weights, minimising the official KL of the blend; the best single run,
+the equal-weight average and greedy forward selection (Caruana et al. 2004) are computed beside it,
+and each method is also scored nested: every fold blended with weights fitted on the other folds.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .blending import BLENDS, BUNDLE_FILE, blend, evaluate, methods
+from .oof import BASELINE_KEYS, OOF_COLUMNS, PRED_COLUMNS, TARGET_COLUMNS, cv_scores, oof_frame
+
+# The config keys that tell members apart, shown beside their run ids.
+CHOICE_KEYS = ("backbone.name", "input.mix", "input.tile", "augmentation.name", "schedule.name", "trainer.epochs",
+               "trainer.batch_size", "data.sampling", "cv.stage2", "seed")
+
+
+class EnsembleError(Exception):
+    """Candidate runs that cannot be blended; the message names the runs and what is wrong."""
+
+
+@dataclass
+class Candidates:
+    """Aligned out-of-fold predictions of the candidate runs: p[m] is run m's (rows, 6) array."""
+
+    run_ids: list[str]
+    names: list[str]
+    choices: list[dict[str, str]]
+    rows: pd.DataFrame  # eeg_id, fold, total_votes, y_* (sorted by eeg_id)
+    p: np.ndarray  # (runs, rows, 6)
+    baselines: list[dict[str, float]]  # each run's own prior_kl and baseline_kl (absent in runs older than them)
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.rows[list(TARGET_COLUMNS)].to_numpy(np.float64)
+
+    @property
+    def folds(self) -> np.ndarray:
+        return self.rows.fold.to_numpy()
+
+    def label(self, m: int) -> str:
+        return f"{self.names[m]} ({self.run_ids[m][:8]})"
+
+
+# --- finding and aligning runs ---------------------------------------------------------------
+
+def find_runs(client, experiment: str, run_ids=None, filter_string: str | None = None) -> list:
+    """The candidate runs: the named ones (each must be a finished CV run) or every finished CV run of the experiment."""
+    from mlflow.exceptions import MlflowException
+
+    if run_ids:
+        runs = []
+        for run_id in run_ids:
+            try:
+                run = client.get_run(run_id)
+            except MlflowException as error:
+                raise EnsembleError(f"run {run_id}: not found in the tracking store ({error.message})") from None
+            kind = run.data.tags.get("hms.run_type")
+            if kind != "cv" or run.info.status != "FINISHED":
+                raise EnsembleError(f"run {run_id} ({run.info.run_name}): not a finished CV run "
+                                    f"(hms.run_type={kind}, status {run.info.status})")
+            runs.append(run)
+        return runs
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise EnsembleError(f"no experiment {experiment!r} in the tracking store")
+    query = "tags.`hms.run_type` = 'cv' AND attributes.status = 'FINISHED'" + (f" AND {filter_string}" if filter_string else "")
+    runs, token = [], None
+    while True:
+        try:
+            page = client.search_runs([found.experiment_id], query, max_results=1000, page_token=token)
+        except MlflowException as error:
+            raise EnsembleError(f"--filter {filter_string!r}: {error.message}") from None
+        runs.extend(page)
+        token = page.token
+        if not token:
+            break
+    return sorted(runs, key=lambda r: r.info.start_time)
+
+
+def _choices(run) -> dict[str, str]:
+    return {key: run.data.params[key] for key in CHOICE_KEYS if key in run.data.params}
+
+
+def load_candidates(client, runs) -> Candidates:
+    """Read each run's oof.parquet and check that all cover the same eeg_ids, folds and targets."""
+    from .tracking import read_frame
+
+    if len(runs) < 1:
+        raise EnsembleError("no candidate runs: train some with `python -m hms.train`, or name them with --runs")
+    reference, reference_name, frames = None, None, []
+    for run in runs:
+        name = f"run {run.info.run_id} ({run.info.run_name})"
+        try:
+            frame = read_frame(client, run.info.run_id, "oof.parquet").sort_values("eeg_id").reset_index(drop=True)
+        except Exception as error:  # noqa: BLE001 - any failure to fetch the artifact is reported with the run's name
+            raise EnsembleError(f"{name}: cannot read its oof.parquet ({type(error).__name__}: {error})") from None
+        missing = [c for c in OOF_COLUMNS if c not in frame]
+        if missing:
+            raise EnsembleError(f"{name}: oof.parquet lacks columns {missing}")
+        if reference is None:
+            reference, reference_name = frame, name
+        else:
+            _check_aligned(reference_name, reference, name, frame)
+        frames.append(frame)
+    rows = reference[["eeg_id", "fold", "total_votes", *TARGET_COLUMNS]]
+    p = np.stack([f[list(PRED_COLUMNS)].to_numpy(np.float64) for f in frames])
+    baselines = [{k: r.data.metrics[k] for k in BASELINE_KEYS if k in r.data.metrics} for r in runs]
+    return Candidates([r.info.run_id for r in runs], [r.info.run_name for r in runs], [_choices(r) for r in runs], rows, p,
+                      baselines)
+
+
+def _check_aligned(ref_name: str, ref: pd.DataFrame, name: str, frame: pd.DataFrame) -> None:
+    prefix = f"{name} does not match {ref_name}"
+    if len(frame) != len(ref) or not np.array_equal(frame.eeg_id.to_numpy(), ref.eeg_id.to_numpy()):
+        only = sorted(set(ref.eeg_id) ^ set(frame.eeg_id))
+        raise EnsembleError(f"{prefix}: out-of-fold rows for {len(frame)} eeg_ids vs {len(ref)}, {len(only)} not in both "
+                            f"(e.g. eeg_id {only[0] if only else '?'}); blend runs over the same data and folds "
+                            f"(choose them with --runs or --filter)")
+    differ = int((frame.fold.to_numpy() != ref.fold.to_numpy()).sum())
+    if differ:
+        raise EnsembleError(f"{prefix}: {differ} eeg_ids are in other folds (cv.folds or seed differ)")
+    y_differ = int((~np.isclose(frame[list(TARGET_COLUMNS)].to_numpy(), ref[list(TARGET_COLUMNS)].to_numpy(), atol=1e-6)).any(axis=1).sum())
+    if y_differ:
+        raise EnsembleError(f"{prefix}: the vote targets of {y_differ} eeg_ids differ (different data)")
+
+
+@dataclass
+class EnsembleResult:
+    run_id: str
+    weights: np.ndarray
+    scores: dict[str, float]
+    candidates: Candidates
+
+
+def run_ensemble(tracking_uri: str | None = None, experiment: str = "hms", run_ids=None, filter_string: str | None = None,
+                 trials: int = 200, max_members: int | None = None, mode: str = "prob", seed: int = 0) -> EnsembleResult:
+    """Gather the candidates, fit the blend and its baselines, and record it all as an MLflow ensemble run."""
+    from omegaconf import OmegaConf
+
+    from . import tracking
+
+    if mode not in BLENDS:
+        raise EnsembleError(f"--blend must be one of {BLENDS}, got {mode!r}")
+    if max_members is not None and max_members < 1:
+        raise EnsembleError(f"--max-members must be at least 1, got {max_members}")
+    cfg_tracking = OmegaConf.create({"uri": tracking_uri, "experiment": experiment})
+    client = tracking.client_for(cfg_tracking)
+    candidates = load_candidates(client, find_runs(client, experiment, run_ids, filter_string))
+    print(f"{len(candidates.run_ids)} candidate runs over {len(candidates.rows)} out-of-fold rows, "
+          f"{len(np.unique(candidates.folds))} folds; blend: {mode}")
+    results = evaluate(candidates.p, candidates.y, candidates.folds, mode, methods(trials, max_members, seed))
+    weights = results["optuna"].weights
+    oof = oof_frame(candidates.rows, np.arange(len(candidates.rows)), blend(candidates.p, weights, mode))
+    scores = cv_scores(oof)
+    scores["cv_kl_nested"] = results["optuna"].nested_kl
+    for method in ("best_single", "equal", "greedy"):
+        scores[f"{method}_kl"] = results[method].kl
+        scores[f"{method}_kl_nested"] = results[method].nested_kl
+    scores["members"] = float((weights > 0).sum())
+    scores.update(member_baselines(candidates, weights))
+
+    experiment_id = tracking.experiment_id(client, experiment)
+    members = [m for m in np.argsort(-weights) if weights[m] > 0]
+    run = client.create_run(experiment_id, run_name=f"ensemble-{len(members)}of{len(candidates.run_ids)}-{mode}",
+                            tags={"hms.run_type": "ensemble", "hms.members": ",".join(candidates.run_ids[m] for m in members)})
+    run_id = run.info.run_id
+    try:
+        tracking.log_params(client, run_id, {
+            "blend": mode, "trials": str(trials), "max_members": str(max_members), "seed": str(seed),
+            "candidates": str(len(candidates.run_ids)), "filter": str(filter_string),
+            "members": ",".join(candidates.run_ids[m] for m in members),
+            "weights": ",".join(f"{weights[m]:.6f}" for m in members)})
+        for key, value in scores.items():
+            client.log_metric(run_id, key, float(value))
+        table = candidate_table(candidates, weights)
+        bundle = {"format": 1, "blend": mode, "cv_kl": scores["cv_kl"], "cv_kl_nested": scores["cv_kl_nested"],
+                  "tracking_uri": tracking.tracking_uri(cfg_tracking),
+                  "members": [{"run_id": candidates.run_ids[m], "name": candidates.names[m], "weight": float(weights[m]),
+                               "cv_kl": float(table.cv_kl[m]), "choices": candidates.choices[m]}
+                              for m in members]}
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / BUNDLE_FILE).write_text(json.dumps(bundle, indent=2))
+            client.log_artifact(run_id, str(Path(tmp) / BUNDLE_FILE))
+            table.to_csv(Path(tmp) / "candidates.csv", index=False)
+            client.log_artifact(run_id, str(Path(tmp) / "candidates.csv"))
+            _log_plots(client, run_id, table, results, Path(tmp))
+        tracking.log_frame(client, run_id, oof, "oof.parquet")
+        client.set_terminated(run_id, "FINISHED")
+    except BaseException as error:
+        tracking.fail_run(client, run_id, error)
+        raise
+    _report(candidates, table, results, scores)
+    print(f"MLflow ensemble run {run_id}: {tracking.ui_address(cfg_tracking, experiment_id, run_id)}")
+    print(f"predict with: python -m hms.predict --ensemble {run_id} --out submission.csv")
+    return EnsembleResult(run_id, weights, scores, candidates)
+
+
+def candidate_table(candidates: Candidates, weights: np.ndarray) -> pd.DataFrame:
+    """One row per candidate run: its id, name, weight, CV KL (all rows and >= 10 votes) and key config choices."""
+    rows = []
+    for m, run_id in enumerate(candidates.run_ids):
+        scores = cv_scores(oof_frame(candidates.rows, np.arange(len(candidates.rows)), candidates.p[m]))
+        rows.append({"run_id": run_id, "name": candidates.names[m], "weight": float(weights[m]), "cv_kl": scores["cv_kl"],
+                     "cv_kl_hq": scores.get("cv_kl_hq", np.nan),
+                     **{k: candidates.baselines[m].get(k, np.nan) for k in BASELINE_KEYS}, **candidates.choices[m]})
+    return pd.DataFrame(rows)
+
+
+def member_baselines(candidates: Candidates, weights: np.ndarray) -> dict[str, float]:
+    """prior_kl (the members' folds share it) and the best baseline_kl among the members, from their own runs."""
+    out = {}
+    for key in BASELINE_KEYS:
+        values = [candidates.baselines[m][key] for m in np.flatnonzero(weights > 0) if key in candidates.baselines[m]]
+        if values:
+            out[key] = float(min(values))
+    return out
+
+
+def _log_plots(client, run_id, table: pd.DataFrame, results, folder: Path) -> None:
+    from . import plots
+
+    labels = [f"{n} ({r[:8]})" for n, r in zip(table.name, table.run_id)]
+    figures = {"weights.png": plots.member_weights(labels, table.weight.to_numpy()),
+               "candidates_vs_ensemble.png": plots.candidates_vs_ensemble(
+                   labels, table.cv_kl.to_numpy(), {m: (r.kl, r.nested_kl) for m, r in results.items()})}
+    for name, figure in figures.items():
+        plots.save(figure, folder / name)
+        client.log_artifact(run_id, str(folder / name), "plots")
+
+
+def _report(candidates: Candidates, table: pd.DataFrame, results, scores) -> None:
+    for m in table.sort_values("weight", ascending=False).index:
+        if table.weight[m] > 0:
+            print(f"  member {candidates.label(m)}: weight {table.weight[m]:.3f}, its CV KL {table.cv_kl[m]:.4f} "
+                  f"(prior_kl {table.prior_kl[m]:.4f}, baseline_kl {table.baseline_kl[m]:.4f})")
+    print(f"{'method':12s} {'KL':>8s} {'nested KL':>10s} {'seconds':>8s}")
+    for method, result in results.items():
+        print(f"{method:12s} {result.kl:8.4f} {result.nested_kl:10.4f} {result.seconds:8.1f}")
+    print(f"ensemble cv_kl {scores['cv_kl']:.4f} (nested {scores['cv_kl_nested']:.4f})"
+          + "".join(f"  {label} {scores[key]:.4f}" for key, label in (("prior_kl", "prior_kl"), ("baseline_kl", "best member baseline_kl"))
+                    if key in scores))

@@ -1,0 +1,91 @@
+"""What a model reads: the data root, the tile kinds of an input mix, the cached items and their bad-row masks.
+
+Library floor under `hms.prepare`, `hms.cv` and `hms.inference`: from a composed config to the
+memory-mapped tiles of every training (or test) item, with the rows whose files were bad marked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from .dataset import assign_folds, load_train
+from .features.cache import FeatureCache, FeatureOptions, build_caches
+
+
+def data_root(cfg: DictConfig):
+    """The data root of `cfg`: the embedded synthetic dataset is generated on first use."""
+    if cfg.data.name == "synthetic":
+        from .synthetic import SynthSpec, ensure_dataset
+
+        return ensure_dataset(cfg.data.root, SynthSpec(eegs=cfg.data.eegs, patients=cfg.data.patients, seed=cfg.data.synth_seed))
+    return cfg.data.root
+
+
+def feature_kinds(mix: str) -> tuple[str, ...]:
+    """The tile kinds an `input.mix` needs, in montage order (Kaggle tiles first)."""
+    return {"both": ("kaggle", "eeg"), "kaggle": ("kaggle",), "eeg": ("eeg",)}[mix]
+
+
+def train_items(samples: pd.DataFrame, windows: pd.DataFrame, sampling: str) -> pd.DataFrame:
+    """Cache items for training: each sample's fixed window, or (sampling=random) all its labelled windows."""
+    if sampling == "fixed":
+        return samples[["eeg_id", "spectrogram_id", "eeg_offset", "spec_offset"]]
+    spectrogram = samples.set_index("eeg_id")["spectrogram_id"]
+    return windows.assign(spectrogram_id=spectrogram.loc[windows.eeg_id].to_numpy())[
+        ["eeg_id", "spectrogram_id", "eeg_offset", "spec_offset"]].drop_duplicates().reset_index(drop=True)
+
+
+def feature_options(cfg: DictConfig, progress: bool = True) -> FeatureOptions:
+    """The cache settings of a config's `data` and `input` groups."""
+    return FeatureOptions(tile=tuple(cfg.input.tile), cache_dir=cfg.data.cache_dir, workers=cfg.data.workers,
+                          bad_files=cfg.data.bad_files, precomputed=cfg.data.eeg_spectrograms, progress=progress)
+
+
+def build_features(cfg: DictConfig, root, split: str, items: pd.DataFrame, progress: bool = True) -> dict[str, FeatureCache]:
+    """Build or open the caches of every tile kind `cfg.input.mix` needs for `items`."""
+    return build_caches(root, split, feature_kinds(cfg.input.mix), items, feature_options(cfg, progress))
+
+
+def bad_rows(caches, count: int) -> np.ndarray:
+    """(count,) bool: the cache rows whose data file was bad in any of `caches` (data.bad_files=skip)."""
+    bad = np.zeros(count, bool)
+    for cache in caches:
+        bad[cache.bad_items()] = True
+    return bad
+
+
+@dataclass
+class TrainingData:
+    """Samples with their folds, and for each the cache rows of its fixed window and of all its windows."""
+
+    samples: pd.DataFrame
+    sources: list
+    fixed_rows: np.ndarray
+    window_rows: list
+    row_eeg_ids: np.ndarray  # the eeg_id of each cache row
+
+
+def load_training_data(cfg: DictConfig) -> TrainingData:
+    """Labels -> windows -> features: samples, folds and the memory-mapped tiles, bad files left out."""
+    root = data_root(cfg)
+    samples, windows = load_train(root)
+    samples = samples.assign(fold=assign_folds(samples, cfg.cv.folds, cfg.seed))
+    items = train_items(samples, windows, cfg.data.sampling)
+    caches = build_features(cfg, root, "train", items)
+    key = pd.MultiIndex.from_frame(items[["eeg_id", "eeg_offset", "spec_offset"]].astype({"eeg_id": "int64"}))
+    position = pd.Series(np.arange(len(items)), index=key)
+    fixed_rows = position.loc[list(zip(samples.eeg_id, samples.eeg_offset, samples.spec_offset))].to_numpy()
+    bad = bad_rows(caches.values(), len(items))
+    per_eeg = pd.Series(np.arange(len(items))[~bad]).groupby(items.eeg_id.to_numpy()[~bad]).agg(list)
+    keep = ~bad[fixed_rows]
+    if not keep.all():
+        print(f"{int((~keep).sum())} sample(s) left out: their files are bad (data.bad_files=skip)")
+    samples = samples[keep].reset_index(drop=True)
+    fixed_rows = fixed_rows[keep]
+    window_rows = [per_eeg.loc[e] for e in samples.eeg_id] if cfg.data.sampling == "random" else [[r] for r in fixed_rows]
+    return TrainingData(samples, [caches[k].features for k in feature_kinds(cfg.input.mix)], fixed_rows, window_rows,
+                        items.eeg_id.to_numpy(np.int64))

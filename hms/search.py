@@ -1,0 +1,368 @@
+"""Optuna searches over Hydra overrides, pruned fold by fold: the library under `python -m hms.sweep`.
+
+A search space is a YAML file in `sweeps/` (see `hms.sweep`). Each trial composes base + sampled +
+trailing overrides, runs one cross-validation (`hms.cv.run_cv`) and reports the mean KL of its
+finished folds after each fold, so the pruner can stop it early.
+"""
+
+from __future__ import annotations
+
+import shlex
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+SWEEPS_DIR = Path("sweeps")
+TYPES = ("categorical", "int", "float")
+
+
+class SpaceError(ValueError):
+    """A search space that cannot be used: names the file and the key."""
+
+
+@dataclass
+class Space:
+    """A parsed search space."""
+
+    path: Path
+    study: str
+    direction: str = "minimize"
+    sampler: dict = field(default_factory=lambda: {"name": "tpe"})
+    pruner: dict = field(default_factory=lambda: {"name": "median"})
+    base: list = field(default_factory=list)
+    params: dict = field(default_factory=dict)
+
+
+def override_value(value) -> str:
+    """A value as Hydra's override grammar writes it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(override_value(v) for v in value) + "]"
+    if value is None:
+        return "null"
+    return str(value)
+
+
+def load_space(path) -> Space:
+    """Read and check a search-space YAML; every problem names the file and the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpaceError(f"{path}: no such search-space file")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise SpaceError(f"{path}: not valid YAML ({error})") from error
+    if not isinstance(raw, dict):
+        raise SpaceError(f"{path}: a search space is a mapping of study, direction, sampler, pruner, base, params")
+    unknown = set(raw) - {"study", "direction", "sampler", "pruner", "base", "params"}
+    if unknown:
+        raise SpaceError(f"{path}: unknown key(s) {sorted(unknown)}")
+    space = Space(path, raw.get("study") or path.stem, raw.get("direction", "minimize"),
+                  raw.get("sampler") or {"name": "tpe"}, raw.get("pruner") or {"name": "median"},
+                  list(raw.get("base") or []), dict(raw.get("params") or {}))
+    if space.direction not in ("minimize", "maximize"):
+        raise SpaceError(f"{path}: direction must be minimize or maximize, got {space.direction!r}")
+    if space.sampler.get("name") not in ("tpe", "random"):
+        raise SpaceError(f"{path}: sampler.name must be tpe or random, got {space.sampler.get('name')!r}")
+    if space.pruner.get("name") not in ("median", "threshold", "none"):
+        raise SpaceError(f"{path}: pruner.name must be median, threshold or none, got {space.pruner.get('name')!r}")
+    if space.pruner["name"] == "threshold" and "upper" not in space.pruner:
+        raise SpaceError(f"{path}: pruner.upper is needed by the threshold pruner (stop trials whose mean fold KL exceeds it)")
+    if not space.params:
+        raise SpaceError(f"{path}: params is empty: nothing to search")
+    for key, spec in space.params.items():
+        where = f"{path}: params.{key}"
+        if not isinstance(spec, dict) or spec.get("type") not in TYPES:
+            raise SpaceError(f"{where}: type must be one of {', '.join(TYPES)}")
+        if spec["type"] == "categorical" and not spec.get("choices"):
+            raise SpaceError(f"{where}: a categorical parameter needs choices")
+        if spec["type"] in ("int", "float"):
+            if "low" not in spec or "high" not in spec or not float(spec["low"]) < float(spec["high"]):
+                raise SpaceError(f"{where}: needs low < high")
+            if spec.get("log") and float(spec["low"]) <= 0:
+                raise SpaceError(f"{where}: a log scale needs low > 0")
+        for other in (spec.get("when") or {}):
+            if other not in space.params or list(space.params).index(other) > list(space.params).index(key):
+                raise SpaceError(f"{where}: when refers to {other!r}, which is not a parameter listed before it")
+    return space
+
+
+def check_composes(space: Space, trailing=()) -> None:
+    """Compose the base config with every categorical choice and both ends of every range, before any
+    training: a key or group that does not exist, or a value hms rejects, fails here naming it."""
+    from hydra.errors import HydraException
+
+    from .config import ConfigError, compose
+
+    fixed = [*space.base, *trailing]
+    try:
+        compose(fixed)
+    except (HydraException, ConfigError) as error:
+        raise SpaceError(f"{space.path}: base overrides {fixed} do not compose: {error}") from error
+    for key, spec in space.params.items():
+        values = spec["choices"] if spec["type"] == "categorical" else [spec["low"], spec["high"]]
+        for value in values:
+            override = f"{key}={override_value(int(value) if spec['type'] == 'int' else value)}"
+            try:
+                compose([*fixed, *_conditions(space, key), override])
+            except (HydraException, ConfigError) as error:
+                raise SpaceError(f"{space.path}: params.{key}: {override} does not compose: {error}") from error
+
+
+def _conditions(space: Space, key: str) -> list[str]:
+    """Overrides that make `key`'s `when` conditions true, to check it in the config it would meet."""
+    return [f"{k}={override_value(v)}" for k, v in (space.params[key].get("when") or {}).items()]
+
+
+def sample(trial, space: Space) -> list[str]:
+    """The trial's overrides for the space's parameters (conditional ones only where their condition holds)."""
+    chosen, overrides = {}, []
+    for key, spec in space.params.items():
+        if any(chosen.get(k) != override_value(v) for k, v in (spec.get("when") or {}).items()):
+            continue
+        if spec["type"] == "categorical":
+            labels = [override_value(c) for c in spec["choices"]]
+            value = trial.suggest_categorical(key, labels)
+        elif spec["type"] == "int":
+            value = override_value(trial.suggest_int(key, int(spec["low"]), int(spec["high"]), step=int(spec.get("step", 1)),
+                                                     log=bool(spec.get("log", False))))
+        else:
+            value = override_value(trial.suggest_float(key, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False))))
+        chosen[key] = value
+        overrides.append(f"{key}={value}")
+    return overrides
+
+
+def default_storage(study: str) -> str:
+    """The embedded default: a SQLite file per study under sweeps/."""
+    SWEEPS_DIR.mkdir(exist_ok=True)
+    return f"sqlite:///{SWEEPS_DIR / study}.db"
+
+
+def open_storage(url: str):
+    """Optuna storage for a URL: an RDB (SQLite, PostgreSQL ...) with heartbeats, so a trial whose
+    process died is marked failed; or a journal file (`*.journal` / `journal:PATH`)."""
+    import optuna
+
+    if url.startswith("journal:") or url.endswith(".journal"):
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+    import random
+    import time
+    import warnings
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, heartbeat_interval=20, grace_period=60)
+        except SQLAlchemyError:  # workers starting together race to create the tables: the loser retries
+            if attempt == 4:
+                raise
+            time.sleep(random.uniform(0.5, 2.0))
+
+
+def create_study(space: Space, storage: str, study_name: str | None = None, worker: int = 0):
+    """Create or load the study; worker k's sampler is seeded with seed + k, so that workers sharing
+    a study do not propose the same points."""
+    import optuna
+
+    seed = None if space.sampler.get("seed") is None else int(space.sampler["seed"]) + worker
+    sampler = (optuna.samplers.RandomSampler(seed=seed) if space.sampler["name"] == "random"
+               else optuna.samplers.TPESampler(seed=seed,
+                                               n_startup_trials=int(space.sampler.get("n_startup_trials", 5))))
+    settings = space.pruner
+    if settings["name"] == "none":
+        pruner = optuna.pruners.NopPruner()
+    elif settings["name"] == "threshold":  # e.g. stop any trial whose folds so far are worse than the prior
+        pruner = optuna.pruners.ThresholdPruner(upper=float(settings["upper"]), n_warmup_steps=int(settings.get("n_warmup_steps", 0)))
+    else:
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=int(settings.get("n_startup_trials", 2)),
+                                             n_warmup_steps=int(settings.get("n_warmup_steps", 0)))
+    return optuna.create_study(study_name=study_name or space.study, storage=open_storage(storage), sampler=sampler,
+                               pruner=pruner, direction=space.direction, load_if_exists=True)
+
+
+def finished_trials(study, running: bool = False) -> int:
+    """Trials that count toward `--trials`: complete, pruned or failed (and, with `running`, those under way)."""
+    import optuna
+
+    states = [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL]
+    if running:
+        states.append(optuna.trial.TrialState.RUNNING)
+    return len(study.get_trials(deepcopy=False, states=tuple(states)))
+
+
+def _sweep_run(client, experiment: str, study_name: str, space: Space, storage: str) -> str:
+    """The study's MLflow sweep run, created on first launch and reused after."""
+    runs = client.search_runs([experiment], f"tags.`hms.run_type` = 'sweep' and tags.`hms.sweep` = '{study_name}'")
+    if runs:
+        return runs[0].info.run_id
+    run = client.create_run(experiment, run_name=f"sweep {study_name}", tags={"hms.run_type": "sweep", "hms.sweep": study_name})
+    # Workers on several machines may start at once: the oldest sweep run of the study is the one.
+    runs = client.search_runs([experiment], f"tags.`hms.run_type` = 'sweep' and tags.`hms.sweep` = '{study_name}'",
+                              order_by=["attributes.start_time ASC"])
+    if runs and runs[0].info.run_id != run.info.run_id:
+        client.delete_run(run.info.run_id)
+        return runs[0].info.run_id
+    client.log_text(run.info.run_id, space.path.read_text(), "search_space.yaml")
+    for key, value in (("study", study_name), ("direction", space.direction), ("sampler", space.sampler["name"]),
+                       ("pruner", space.pruner["name"]), ("storage", storage.split("@")[-1])):
+        client.log_param(run.info.run_id, key, value)
+    return run.info.run_id
+
+
+def _refresh(client, run_id: str, study) -> None:
+    """Best value so far and the study's plots on the sweep run."""
+    import warnings
+
+    import optuna
+
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not complete:
+        return
+    client.log_metric(run_id, "best_value", study.best_value, step=len(study.trials))
+    client.set_tag(run_id, "hms.best_trial", str(study.best_trial.number))
+    from .plots import save
+
+    with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
+        warnings.simplefilter("ignore")
+        from optuna.visualization import matplotlib as vis
+
+        plots = {"optimization_history.png": vis.plot_optimization_history}
+        if len(complete) >= 2:
+            plots.update({"param_importances.png": vis.plot_param_importances,
+                          "parallel_coordinate.png": vis.plot_parallel_coordinate})
+        for name, plot in plots.items():
+            try:
+                axes = plot(study)
+            except (ValueError, RuntimeError):  # e.g. importances with a single distinct value
+                continue
+            figure = (axes.flat[0] if hasattr(axes, "flat") else axes).get_figure()
+            save(figure, Path(tmp) / name)
+            client.log_artifact(run_id, str(Path(tmp) / name), "plots")
+
+
+def prepare_study(space: Space, storage: str, name: str, trailing=(), worker: int = 0):
+    """The study and its MLflow sweep run, created if new: (study, MLflow client, sweep run id)."""
+    from . import tracking
+    from .config import compose
+
+    study = create_study(space, storage, name, worker)
+    cfg = compose([*space.base, *trailing])
+    client = tracking.client_for(cfg.tracking)
+    experiment = tracking.experiment_id(client, cfg.tracking.experiment)
+    return study, client, _sweep_run(client, experiment, name, space, storage)
+
+
+def launch(space_path, trials: int, storage: str | None = None, study_name: str | None = None, trailing=(),
+           worker: int = 0) -> None:
+    """Run trials of the study until it holds `trials` finished ones (complete, pruned or failed)."""
+    import optuna
+
+    from .config import compose
+    from .cv import run_cv
+
+    space = load_space(space_path)
+    check_composes(space, trailing)
+    name = study_name or space.study
+    storage = storage or default_storage(name)
+    study, client, sweep_run = prepare_study(space, storage, name, trailing, worker)
+
+    def objective(trial):
+        import keras
+
+        keras.backend.clear_session()  # one process runs many trials: free the previous models
+        overrides = [*space.base, *sample(trial, space), *trailing]
+        trial.set_user_attr("overrides", overrides)
+        cfg = compose(overrides)
+        planned = len(cfg.cv.only) if cfg.cv.only is not None else cfg.cv.folds
+        folds = []
+
+        def on_fold(fold, kl, run_id):
+            trial.set_user_attr("mlflow_run_id", run_id)
+            folds.append(kl)
+            trial.report(sum(folds) / len(folds), step=len(folds) - 1)  # mean KL of the folds so far
+            return trial.should_prune()
+
+        tags = {"hms.sweep": name, "hms.trial": str(trial.number), "mlflow.parentRunId": sweep_run}  # nested under the sweep
+        tags.update({f"hms.param.{k}": v for k, v in trial.params.items()})
+        value = run_cv(cfg, tags=tags, on_fold=on_fold)
+        _record_baselines(trial, client)
+        if len(folds) < planned:  # run_cv stopped early: the pruner said so
+            raise optuna.TrialPruned(f"pruned after {len(folds)} fold(s), mean KL {value:.4f}")
+        return value
+
+    def after(study, trial):
+        _refresh(client, sweep_run, study)
+        if finished_trials(study, running=True) >= trials:  # trials under way in other workers count
+            study.stop()
+
+    remaining = trials - finished_trials(study, running=True)
+    if remaining > 0:
+        client.update_run(sweep_run, status="RUNNING")
+    if remaining <= 0:
+        print(f"study {name} already holds {finished_trials(study)} finished trial(s) (asked for {trials})")
+        return
+    study.optimize(objective, n_trials=remaining, callbacks=[after], catch=(Exception,))
+    if finished_trials(study) >= trials and finished_trials(study, running=True) == finished_trials(study):
+        client.set_terminated(sweep_run, "FINISHED")  # the last worker out closes the sweep run
+    print(f"study {name}: {finished_trials(study)} finished trial(s); best {_best_line(study)}")
+
+
+def _record_baselines(trial, client) -> None:
+    """Copy the trial's CV run baselines (prior_kl, baseline_kl) and hms.learned onto the trial, for `status`."""
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    if run_id is None:
+        return
+    run = client.get_run(run_id)
+    for key in ("prior_kl", "baseline_kl"):
+        if key in run.data.metrics:
+            trial.set_user_attr(key, run.data.metrics[key])
+    if "hms.learned" in run.data.tags:
+        trial.set_user_attr("learned", run.data.tags["hms.learned"])
+
+
+def _best_line(study) -> str:
+    try:
+        best = study.best_trial
+    except ValueError:
+        return "none yet"
+    return f"trial {best.number} value {best.value:.4f}"
+
+
+def status(storage: str, study_name: str) -> str:
+    """A table of the study's trials: number, state, value, duration, params."""
+    import optuna
+
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+    lines = [f"{'trial':>5}  {'state':8}  {'value':>8}  {'prior':>7}  {'baseline':>8}  {'learned':7}  {'seconds':>8}  params   "
+             "(value: CV KL, or a pruned trial's last mean fold KL; prior, baseline: the same run's prior_kl and baseline_kl)"]
+    for trial in study.get_trials(deepcopy=False):
+        seconds = (trial.datetime_complete - trial.datetime_start).total_seconds() if trial.datetime_complete else None
+        reported = trial.value if trial.value is not None else (
+            list(trial.intermediate_values.values())[-1] if trial.intermediate_values else None)
+        value = "-" if reported is None else f"{reported:.4f}"
+        prior, baseline = (f"{trial.user_attrs[k]:.4f}" if k in trial.user_attrs else "-" for k in ("prior_kl", "baseline_kl"))
+        lines.append(f"{trial.number:>5}  {trial.state.name:8}  {value:>8}  {prior:>7}  {baseline:>8}  "
+                     f"{trial.user_attrs.get('learned', '-'):7}  {'-' if seconds is None else round(seconds):>8}  "
+                     + " ".join(f"{k}={v}" for k, v in trial.params.items()))
+    return "\n".join(lines)
+
+
+def best(storage: str, study_name: str) -> str:
+    """The best trial: value, params, its MLflow run id and the command that reproduces it."""
+    import optuna
+
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+    trial = study.best_trial
+    command = "python -m hms.train " + " ".join(shlex.quote(o) for o in trial.user_attrs.get("overrides", []))
+    beside = ", ".join(f"{k} {trial.user_attrs[k]:.4f}" for k in ("prior_kl", "baseline_kl") if k in trial.user_attrs)
+    return (f"best trial {trial.number}: value {trial.value:.4f}" + (f" (its run's {beside})" if beside else "") + "\n"
+            f"params: {trial.params}\nMLflow run: {trial.user_attrs.get('mlflow_run_id')}\nreproduce: {command}")
