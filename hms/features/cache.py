@@ -26,7 +26,7 @@ from ..dataset.layout import DataError, eeg_path, read_eeg, read_spectrogram, sp
 from .eeg import CHAIN_CHANNELS, eeg_spectrograms
 from .kaggle import kaggle_tiles
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: keyed by every data file's stamp
 KINDS = ("kaggle", "eeg")
 # The public precomputed EEG spectrograms (the public notebook's eeg_specs.npy) hold the chains in the
 # notebook's order: LL, LP, then the right lateral ("RP") and right parasagittal ("RR") chains. hms
@@ -84,13 +84,28 @@ class FeatureCache:
         return np.flatnonzero(self.status == BAD)
 
 
+def _stamp(path: Path):
+    """(size, modification time in ns) of a file, or None where it is missing (the build then names it)."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
+
+
 def cache_key(root, split: str, kind: str, tile, items: pd.DataFrame, source: str | None = None) -> str:
-    """A digest of everything the features depend on: data files' stamps, windows, tile size, version."""
+    """A digest of everything the features depend on: the table and every data file the items read (size and
+    modification time in ns: one stat per file, no reading), the windows, the tile size and the version.
+
+    Replace or edit one EEG or spectrogram parquet and the key changes, so the next run rebuilds."""
     root = Path(root).resolve()
-    stamps = [(p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in (root / f"{split}.csv",) if p.exists()]
+    stamps = [(p.name, _stamp(p)) for p in (root / f"{split}.csv",)]
+    column, path_of = ("spectrogram_id", spectrogram_path) if kind == "kaggle" else ("eeg_id", eeg_path)
+    files = np.unique(items[column].to_numpy(np.int64))
+    stamps.append([_stamp(path_of(root, file_id, split)) for file_id in files])
     if source:
-        stamps.append((str(Path(source).resolve()), Path(source).stat().st_size, int(Path(source).stat().st_mtime)))
-    digest = hashlib.sha256(json.dumps([CACHE_VERSION, str(root), split, kind, list(tile), stamps]).encode())
+        stamps.append((str(Path(source).resolve()), _stamp(Path(source))))
+    digest = hashlib.sha256(json.dumps([CACHE_VERSION, str(root), split, kind, list(tile), files.tolist(), stamps]).encode())
     digest.update(np.ascontiguousarray(items[["eeg_id", "spectrogram_id"]].to_numpy(np.int64)).tobytes())
     digest.update(np.ascontiguousarray(items[["eeg_offset", "spec_offset"]].to_numpy(np.float64)).tobytes())
     return digest.hexdigest()[:16]
@@ -145,13 +160,26 @@ def _work(job) -> list[tuple[str, str | None]]:
 
 
 def _create(folder: Path, items: pd.DataFrame, tile, meta: dict) -> None:
-    partial = folder.with_name(folder.name + ".creating")
-    partial.mkdir(parents=True, exist_ok=True)
-    np.lib.format.open_memmap(partial / "features.npy", mode="w+", dtype=np.float16, shape=(len(items), *tile, 4))
-    np.save(partial / "status.npy", np.zeros(len(items), np.uint8))
-    items.reset_index(drop=True).to_parquet(partial / "index.parquet")
-    (partial / "meta.json").write_text(json.dumps(meta, indent=2))
-    partial.rename(folder)
+    """Lay out an empty cache in a staging folder of this process's own, then rename it into place: two
+    runs creating the same cache at once each stage their own, and the second rename finds it done."""
+    import shutil
+    import uuid
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    partial = folder.with_name(f"{folder.name}.creating-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    partial.mkdir()
+    try:
+        np.lib.format.open_memmap(partial / "features.npy", mode="w+", dtype=np.float16, shape=(len(items), *tile, 4))
+        np.save(partial / "status.npy", np.zeros(len(items), np.uint8))
+        items.reset_index(drop=True).to_parquet(partial / "index.parquet")
+        (partial / "meta.json").write_text(json.dumps(meta, indent=2))
+        try:
+            partial.rename(folder)
+        except OSError:  # another process put the same cache in place first: use theirs
+            if not (folder / "meta.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def open_cache(folder) -> FeatureCache:
@@ -191,6 +219,7 @@ def build_caches(root, split: str, kinds, items: pd.DataFrame, options: FeatureO
                                           "items": len(items), "version": CACHE_VERSION, "precomputed": source})
         if source and not open_cache(folder).complete:
             _fill_precomputed(folder, items, source, tile)
+        _recheck_bad(folder)
         todo = np.flatnonzero(open_cache(folder).status == TODO)
         file_column, offset_column = ("spectrogram_id", "spec_offset") if kind == "kaggle" else ("eeg_id", "eeg_offset")
         groups = [FileGroup(int(fid), rows.to_numpy(), items.loc[rows, offset_column].to_numpy(np.float64))
@@ -237,6 +266,16 @@ def _run(jobs, options: FeatureOptions, total, description) -> None:
                 print(f"  {error}")
 
 
+def _recheck_bad(folder: Path) -> None:
+    """Items an earlier build marked bad are computed again, not trusted: a bad file is re-read on every
+    run, so a run with bad_files=fail fails again naming it, and a repaired file is used (its new stamp
+    also gives a new cache key, but a file can be repaired back to the same size and time)."""
+    status = np.load(folder / "status.npy", mmap_mode="r+")
+    if (status == BAD).any():
+        status[status == BAD] = TODO
+        status.flush()
+
+
 def _account(kind, report, sizes, bar, bad_files):
     bad = []
     for file_id, error in report:
@@ -248,12 +287,50 @@ def _account(kind, report, sizes, bar, bad_files):
     return bad
 
 
+class _ArraysOnly:
+    """An unpickler that rebuilds dicts of NumPy arrays and nothing else: a pickle naming any other
+    callable (os.system, eval ...) is refused before it runs."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"), ("builtins", "int"), ("builtins", "dict")}
+
+    @classmethod
+    def load(cls, handle):
+        import pickle
+
+        class Unpickler(pickle.Unpickler):
+            def find_class(self, module, name):
+                if (module, name) not in cls.ALLOWED:
+                    raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only NumPy arrays are allowed")
+                return super().find_class(module, name)
+
+        return Unpickler(handle).load()
+
+
+def load_array_dict(path) -> dict:
+    """A `.npy` holding a pickled dict of arrays (the public eeg_specs.npy), read without running code from it."""
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            _, _, dtype = read_header(handle)
+            if dtype.hasobject:
+                table = _ArraysOnly.load(handle)
+            else:
+                raise ValueError("it holds a plain array, not a pickled dict")
+    except Exception as error:  # noqa: BLE001 - any failure is the file's, named
+        raise DataError(f"{path}: not a NumPy file holding a dict eeg_id -> 128x256x4 array ({error})") from error
+    if isinstance(table, np.ndarray) and table.dtype == object and table.shape == ():
+        table = table.item()
+    if not isinstance(table, dict):
+        raise DataError(f"{path}: not a NumPy file holding a dict eeg_id -> 128x256x4 array (it holds {type(table).__name__})")
+    return table
+
+
 def _fill_precomputed(folder: Path, items: pd.DataFrame, path: str, tile) -> None:
     """Copy the public precomputed EEG spectrograms (dict eeg_id -> 128x256x4) into the cache."""
-    try:
-        table = np.load(path, allow_pickle=True).item()
-    except Exception as error:
-        raise DataError(f"{path}: not a NumPy file holding a dict eeg_id -> 128x256x4 array ({error})") from error
+    table = load_array_dict(path)
     features = np.load(folder / "features.npy", mmap_mode="r+")
     status = np.load(folder / "status.npy", mmap_mode="r+")
     lacking = []

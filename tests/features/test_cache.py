@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -112,3 +114,96 @@ def test_input_mix_selects_kinds_and_random_sampling_caches_every_window(synthet
     assert list(caches) == ["kaggle"] and len(caches["kaggle"].index) == len(windows)
     test = build_features(cfg, synthetic_root, "test", load_test(synthetic_root), progress=False)
     assert test["kaggle"].complete and len(test["kaggle"].index) == 8
+
+
+def _rewrite_eeg(path) -> None:
+    """Replace an EEG file by another recording of the same shape: its own rows in reverse order."""
+    import pandas as pd
+
+    frame = pd.read_parquet(path)
+    frame.iloc[::-1].reset_index(drop=True).to_parquet(path, index=False)
+
+
+def test_item01_a_replaced_data_file_is_read_again(synthetic_root, items, tmp_path):
+    """Issue 14, item 1: the cache key covers each data file the items read (size and mtime in ns)."""
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_root, root)
+    first = build_cache(root, "train", "eeg", items.iloc[:6], tile=TILE, cache_dir=tmp_path / "c", workers=1, progress=False)
+    before = np.array(first.features[0], np.float32)
+    _rewrite_eeg(root / "train_eegs" / f"{int(items.eeg_id.iloc[0])}.parquet")  # same columns and size, other values
+    second = build_cache(root, "train", "eeg", items.iloc[:6], tile=TILE, cache_dir=tmp_path / "c", workers=1, progress=False)
+    assert second.path != first.path
+    window = read_eeg(root / "train_eegs" / f"{int(items.eeg_id.iloc[0])}.parquet")[int(items.eeg_offset.iloc[0] * 200):][:10_000]
+    import cv2
+
+    expected = np.stack([cv2.resize(t, (TILE[1], TILE[0]), interpolation=cv2.INTER_AREA) for t in eeg_spectrogram(window)[None]])[0]
+    np.testing.assert_allclose(second.features[0].astype(np.float32), expected, atol=2e-2)
+    assert not np.allclose(second.features[0].astype(np.float32), before, atol=2e-2)
+    # The other files are unchanged, and so are their tiles.
+    np.testing.assert_array_equal(second.features[1:], first.features[1:])
+
+
+def test_item02_a_bad_file_fails_again_while_bad_and_is_used_once_repaired(synthetic_root, items, tmp_path, capsys):
+    """Issue 14, item 2: a file's bad status is re-checked on every run, not remembered."""
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_root, root)
+    path = root / "train_eegs" / f"{int(items.eeg_id.iloc[1])}.parquet"
+    good = path.read_bytes()
+    path.write_bytes(good[:3000])
+    options = dict(tile=TILE, cache_dir=tmp_path / "c", workers=1, progress=False)
+    for _ in range(2):  # the second run fails again: nothing remembered the file as "known bad"
+        with pytest.raises(DataError, match=f"{path.name}: unreadable parquet"):
+            build_cache(root, "train", "eeg", items.iloc[:4], **options)
+    skipped = build_cache(root, "train", "eeg", items.iloc[:4], bad_files="skip", **options)
+    assert skipped.bad_items().tolist() == [1]
+    again = build_cache(root, "train", "eeg", items.iloc[:4], bad_files="skip", **options)  # reported again, not silently
+    assert again.bad_items().tolist() == [1] and capsys.readouterr().out.count(f"{path.name}: unreadable parquet") == 2
+    path.write_bytes(good)  # repaired
+    repaired = build_cache(root, "train", "eeg", items.iloc[:4], **options)
+    assert repaired.complete and not len(repaired.bad_items())
+
+
+@pytest.mark.slow
+def test_item11_two_processes_create_the_same_fresh_cache_at_once(synthetic_root, items, tmp_path):
+    """Issue 14, item 11: each writer stages its own folder and renames it into place; both runs finish."""
+    import subprocess
+    import sys
+
+    import time
+
+    items.iloc[:6].to_parquet(tmp_path / "items.parquet")
+    start = time.time() + 10  # both processes import first, then start building at the same moment
+    script = ("import sys, time, pandas as pd; from hms.features.cache import build_cache; "
+              f"time.sleep(max(0, {start} - time.time())); "
+              f"c = build_cache({str(synthetic_root)!r}, 'train', 'kaggle', pd.read_parquet({str(tmp_path / 'items.parquet')!r}), "
+              f"tile={TILE!r}, cache_dir={str(tmp_path / 'cache')!r}, workers=1, progress=False); "
+              "print(c.path, c.complete)")
+    workers = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    outputs = [w.communicate(timeout=300) for w in workers]
+    assert all(w.returncode == 0 for w in workers), [o[1][-2000:] for o in outputs]
+    paths = {o[0].split()[0] for o in outputs}
+    assert len(paths) == 1 and all(o[0].split()[1] == "True" for o in outputs)
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [Path(paths.pop()).name]  # no staging folder left behind
+    reference = build_cache(synthetic_root, "train", "kaggle", items.iloc[:6], tile=TILE, cache_dir=tmp_path / "ref",
+                            workers=1, progress=False)
+    np.testing.assert_array_equal(open_cache(next((tmp_path / "cache").iterdir())).features, reference.features)
+
+
+def test_item16_a_precomputed_file_cannot_run_code(tmp_path, items, synthetic_root):
+    """Issue 14, item 16: data.eeg_spectrograms is unpickled with only NumPy arrays allowed."""
+    import os
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'ran'}",))
+
+    np.save(tmp_path / "evil.npy", np.array({int(items.eeg_id.iloc[0]): Payload()}, dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match="evil.npy: .*refusing to load"):
+        build_cache(synthetic_root, "train", "eeg", items.iloc[:2], cache_dir=tmp_path / "c", precomputed=str(tmp_path / "evil.npy"),
+                    progress=False)
+    assert not (tmp_path / "ran").exists()
