@@ -54,7 +54,10 @@ def _inspect(job: FileJob) -> FileCheck:
         return FileCheck(path, 0, 0, 0, str(error).removeprefix(f"{path}: "))
     if len(values) < job.needed_rows:
         return FileCheck(path, len(values), 0, 0, f"{len(values)} rows, but a labelled window needs {job.needed_rows}")
-    return FileCheck(path, len(values), int(np.isnan(values).sum()), values.size, None)
+    nan = int(np.isnan(values).sum())
+    if values.size and nan == values.size:
+        return FileCheck(path, len(values), nan, values.size, "every value is NaN: the file holds no signal")
+    return FileCheck(path, len(values), nan, values.size, None)
 
 
 def _jobs_for_train(root: Path, train) -> list[FileJob]:

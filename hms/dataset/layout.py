@@ -58,8 +58,14 @@ def read_train_csv(root) -> pd.DataFrame:
     path = Path(root) / "train.csv"
     frame = read_table_csv(path, TRAIN_COLUMNS)
     votes = frame[[c for c in TRAIN_COLUMNS if c.endswith("_vote")]]
-    if (votes < 0).any().any() or votes.isna().any().any():
-        raise DataError(f"{path}: vote counts must be non-negative numbers")
+    for column in votes:
+        numbers = pd.to_numeric(votes[column], errors="coerce")
+        wrong = numbers.isna() | (numbers < 0)
+        if wrong.any():
+            row = int(wrong.to_numpy().argmax())
+            raise DataError(f"{path}: row {row + 2} (label_id {frame.label_id.iloc[row]}): {column} is {votes[column].iloc[row]!r}; "
+                            "vote counts must be non-negative numbers")
+    votes = votes.astype(np.float64)
     empty = votes.sum(axis=1) == 0
     if empty.any():
         raise DataError(f"{path}: {int(empty.sum())} row(s) have no votes, e.g. label_id {frame.label_id[empty].iloc[0]}")
@@ -67,8 +73,12 @@ def read_train_csv(root) -> pd.DataFrame:
 
 
 def read_test_csv(root) -> pd.DataFrame:
-    """test.csv with Kaggle's columns (spectrogram_id, eeg_id, patient_id)."""
-    return read_table_csv(Path(root) / "test.csv", TEST_COLUMNS)
+    """test.csv with Kaggle's columns (spectrogram_id, eeg_id, patient_id), and at least one row."""
+    path = Path(root) / "test.csv"
+    frame = read_table_csv(path, TEST_COLUMNS)
+    if frame.empty:
+        raise DataError(f"{path}: no rows, only a header: there is nothing to predict")
+    return frame
 
 
 def _read_parquet(path, columns, only=None) -> np.ndarray:

@@ -50,3 +50,16 @@ def test_check_reports_a_broken_train_csv_and_still_checks_test(synthetic_root, 
     assert result.returncode == 1
     assert "train.csv: missing column(s) ['label_id']" in result.stdout
     assert "test_eegs: 8 files" in result.stdout
+
+
+def test_item04_an_all_nan_eeg_is_named_by_check(synthetic_root, tmp_path):
+    """Issue 14, item 4: an EEG whose values are all NaN is a bad file, not a pass."""
+    root = tmp_path / "nan"
+    shutil.copytree(synthetic_root, root)
+    eeg = root / "train_eegs" / f"{sorted(pd.read_csv(root / 'train.csv').eeg_id.unique())[3]}.parquet"
+    frame = pd.read_parquet(eeg)
+    frame.loc[:, :] = float("nan")
+    frame.to_parquet(eeg, index=False)
+    result = run_module("hms.data", "check", root)
+    assert result.returncode == 1
+    assert f"{eeg.name}: every value is NaN" in result.stdout and "1 bad file(s)" in result.stdout

@@ -63,3 +63,30 @@ def test_reading_only_some_channels_still_checks_the_whole_schema(kaggle_sample,
     pd.read_parquet(path).drop(columns=["EKG"]).to_parquet(tmp_path / "1.parquet")
     with pytest.raises(DataError, match=r"missing column\(s\) \['EKG'\]"):
         read_eeg(tmp_path / "1.parquet", only=("Fp1",))
+
+
+def test_item12_a_non_numeric_vote_names_the_file_row_and_column(synthetic_root, tmp_path):
+    """Issue 14, item 12: a clear error, not a pandas traceback."""
+    import shutil
+
+    import pandas as pd
+
+    from hms.dataset import read_train_csv
+
+    root = tmp_path / "votes"
+    shutil.copytree(synthetic_root, root)
+    train = pd.read_csv(root / "train.csv")
+    train["lpd_vote"] = train["lpd_vote"].astype(object)
+    train.loc[4, "lpd_vote"] = "three"
+    train.to_csv(root / "train.csv", index=False)
+    with pytest.raises(DataError, match=r"train.csv: row 6 \(label_id \d+\): lpd_vote is 'three'; vote counts must be"):
+        read_train_csv(root)
+
+
+def test_item13_a_header_only_test_csv_is_named(tmp_path):
+    """Issue 14, item 13: no rows to predict is said in words, not Keras' 'PyDataset has length 0'."""
+    from hms.dataset import read_test_csv
+
+    (tmp_path / "test.csv").write_text("spectrogram_id,eeg_id,patient_id\n")
+    with pytest.raises(DataError, match="test.csv: no rows, only a header"):
+        read_test_csv(tmp_path)
