@@ -52,8 +52,14 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value!r} must be a positive integer")
     if cfg.cv.folds < 2:
         raise ConfigError(f"cv.folds={cfg.cv.folds} must be at least 2")
-    if cfg.cv.only is not None and any(f not in range(cfg.cv.folds) for f in cfg.cv.only):
-        raise ConfigError(f"cv.only={list(cfg.cv.only)} names folds outside 0..{cfg.cv.folds - 1}")
+    if cfg.cv.only is not None:
+        only = list(cfg.cv.only)
+        if not only:
+            raise ConfigError("cv.only=[] names no fold: list the folds to run, e.g. cv.only=[0], or null for all")
+        if any(f not in range(cfg.cv.folds) for f in only):
+            raise ConfigError(f"cv.only={only} names folds outside 0..{cfg.cv.folds - 1}")
+        if len(set(only)) != len(only):
+            raise ConfigError(f"cv.only={only} names a fold twice: each fold is trained once")
     if not isinstance(cfg.augmentation.get("tta", False), bool):
         raise ConfigError(f"augmentation.tta={cfg.augmentation.tta!r} must be true or false")
     if cfg.schedule.name == "step":
@@ -79,3 +85,8 @@ def _check_auto_or_number(cfg, key: str, low: float, high: float, what: str) -> 
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value < high:
         raise ConfigError(f"{key}={value!r} must be auto or {what}")
+
+
+def planned_folds(cfg: DictConfig) -> list[int]:
+    """The folds a run trains: `cv.only`, or all of them."""
+    return list(cfg.cv.only) if cfg.cv.only is not None else list(range(cfg.cv.folds))

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import tracking
 from .baselines import learned as has_learned
-from .config import ConfigError
+from .config import ConfigError, planned_folds
 from .dataset import HQ_VOTES, PRED_COLUMNS, TARGET_COLUMNS, targets
 from .inputs import TrainingData, load_training_data
 from .oof import RunBaselines, cv_scores, not_learned_warning, oof_frame, score_line
@@ -174,7 +174,7 @@ def _finished_folds(client, parent_id: str) -> dict[int, pd.DataFrame]:
 RESUME_FREE = ("resume", "tracking")  # what a resume command line may set: the rest is the run's own config
 
 
-def _resumed_config(client, run_id: str, cfg: DictConfig, overrides=()) -> DictConfig:
+def resumed_config(client, run_id: str, cfg: DictConfig, overrides=()) -> DictConfig:
     """The run's own config. A command-line override that asks for something else is an error, not ignored."""
     with tempfile.TemporaryDirectory() as tmp:
         stored = OmegaConf.load(client.download_artifacts(run_id, "config.yaml", tmp))
@@ -205,10 +205,10 @@ class Parent:
     done: dict = field(default_factory=dict)
 
 
-def open_parent(client, cfg: DictConfig, tags: dict | None = None, overrides=()) -> Parent:
-    """A new parent run with the config logged, or (`cfg.resume`) the run to finish with its own config."""
+def open_parent(client, cfg: DictConfig, tags: dict | None = None) -> Parent:
+    """A new parent run with the config logged, or (`cfg.resume`, a config from `resumed_config`) the run to
+    finish, with the folds it already finished."""
     if cfg.resume:
-        cfg = _resumed_config(client, cfg.resume, cfg, overrides)
         parent_id = cfg.resume
         done = _finished_folds(client, parent_id)
         client.update_run(parent_id, status="RUNNING")
@@ -218,17 +218,13 @@ def open_parent(client, cfg: DictConfig, tags: dict | None = None, overrides=())
     parent = client.create_run(experiment, run_name=f"{cfg.backbone.name}-{cfg.input.mix}-cv{cfg.cv.folds}",
                                tags={"hms.run_type": "cv", **(tags or {})})
     try:
-        tracking.log_params(client, parent.info.run_id, tracking.flat_params(cfg))
-        client.log_text(parent.info.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        shown = tracking.redacted(cfg)
+        tracking.log_params(client, parent.info.run_id, tracking.flat_params(shown))
+        client.log_text(parent.info.run_id, OmegaConf.to_yaml(shown, resolve=True), "config.yaml")
     except BaseException as error:
         tracking.fail_run(client, parent.info.run_id, error)
         raise
     return Parent(parent.info.run_id, experiment, cfg)
-
-
-def planned_folds(cfg: DictConfig) -> list[int]:
-    """The folds a run trains: `cv.only`, or all of them."""
-    return list(cfg.cv.only) if cfg.cv.only is not None else list(range(cfg.cv.folds))
 
 
 def record_fold(client, parent_id: str, child_id: str, fold: int, part: pd.DataFrame, model, baselines: RunBaselines) -> dict:
@@ -278,14 +274,17 @@ def run_cv(cfg: DictConfig, tags: dict | None = None, on_fold=None, overrides=()
     from .devices import configure, precision_policy
 
     client = tracking.client_for(cfg.tracking)
-    parent = open_parent(client, cfg, tags, overrides)
-    cfg, parent_id = parent.cfg, parent.run_id
+    if cfg.resume:
+        cfg = resumed_config(client, cfg.resume, cfg, overrides)
+    # Everything that can be refused (config, data files, folds) is checked before a run is recorded.
+    devices = configure(cfg.trainer)
+    data = load_training_data(cfg)
+    parent = open_parent(client, cfg, tags)
+    parent_id = parent.run_id
     print(f"MLflow run {parent_id} (experiment {parent.experiment}) at {tracking.tracking_uri(cfg.tracking)}")
+    print(f"training on {devices.description}")
     child_id = None
     try:
-        devices = configure(cfg.trainer)
-        print(f"training on {devices.description}")
-        data = load_training_data(cfg)
         folds = planned_folds(cfg)
         histories, parts, example, fresh_model, stopped = {}, [], None, None, False
         baselines = RunBaselines(data.samples, data.sources, data.fixed_rows)

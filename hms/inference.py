@@ -20,6 +20,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from .blending import BLENDS, BUNDLE_FILE, blend
+from .config import planned_folds
 from .constants import SUBMISSION_COLUMNS, VOTE_COLUMNS
 from .dataset import load_test
 from .inputs import bad_rows, build_features, data_root, feature_kinds
@@ -102,9 +103,13 @@ def load_bundle(folder) -> dict:
         if not (member_dir / "config.yaml").is_file():
             raise PredictError(f"{member_dir / 'config.yaml'}: missing")
         member["config"] = OmegaConf.load(member_dir / "config.yaml")
-        member["models"] = sorted(member_dir.glob("fold*.weights.h5"))
-        if not member["models"]:
-            raise PredictError(f"{member_dir}: no fold<k>.weights.h5 model files")
+        # Every fold the member trained must be there: a missing one is an error, never a smaller average.
+        expected = [member_dir / f"fold{k}.weights.h5" for k in planned_folds(member["config"])]
+        missing = [str(path) for path in expected if not path.is_file()]
+        if missing:
+            raise PredictError(f"{missing[0]}: missing ({len(missing)} of the member's {len(expected)} fold model files"
+                               f"{': ' + ', '.join(Path(m).name for m in missing) if len(missing) > 1 else ''})")
+        member["models"] = expected
         if not float(member["weight"]) >= 0:
             raise PredictError(f"{path}: member {member['run_id']} has weight {member['weight']}")
     return bundle

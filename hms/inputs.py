@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
+from .config import ConfigError
 from .dataset import assign_folds, load_train
 from .features.cache import FeatureCache, FeatureOptions, build_caches
 
@@ -73,7 +74,10 @@ def load_training_data(cfg: DictConfig) -> TrainingData:
     """Labels -> windows -> features: samples, folds and the memory-mapped tiles, bad files left out."""
     root = data_root(cfg)
     samples, windows = load_train(root)
-    samples = samples.assign(fold=assign_folds(samples, cfg.cv.folds, cfg.seed))
+    try:
+        samples = samples.assign(fold=assign_folds(samples, cfg.cv.folds, cfg.seed))
+    except ValueError as error:  # e.g. more folds than patients
+        raise ConfigError(f"{error} (in {root})") from None
     items = train_items(samples, windows, cfg.data.sampling)
     caches = build_features(cfg, root, "train", items)
     key = pd.MultiIndex.from_frame(items[["eeg_id", "eeg_offset", "spec_offset"]].astype({"eeg_id": "int64"}))

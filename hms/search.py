@@ -142,9 +142,17 @@ def default_storage(study: str) -> str:
     return f"sqlite:///{SWEEPS_DIR / study}.db"
 
 
-def open_storage(url: str):
-    """Optuna storage for a URL: an RDB (SQLite, PostgreSQL ...) with heartbeats, so a trial whose
-    process died is marked failed; or a journal file (`*.journal` / `journal:PATH`)."""
+HEARTBEAT_SECONDS = 20  # a RUNNING trial whose worker sent no heartbeat for 3 x this long is failed and retried
+
+
+class StudyError(ValueError):
+    """A study or study storage that does not exist; the message names it and what there is."""
+
+
+def open_storage(url: str, heartbeat: float = HEARTBEAT_SECONDS):
+    """Optuna storage for a URL: an RDB (SQLite, PostgreSQL ...) with heartbeats, so that the trial of a worker
+    that died is failed and its parameters retried once (`RetryFailedTrialCallback`); or a journal file
+    (`*.journal` / `journal:PATH`, no heartbeats)."""
     import optuna
 
     if url.startswith("journal:") or url.endswith(".journal"):
@@ -161,22 +169,31 @@ def open_storage(url: str):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, heartbeat_interval=20, grace_period=60)
+                return optuna.storages.RDBStorage(
+                    url, heartbeat_interval=max(1, int(heartbeat)), grace_period=max(2, int(3 * heartbeat)),
+                    failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
         except SQLAlchemyError:  # workers starting together race to create the tables: the loser retries
             if attempt == 4:
                 raise
             time.sleep(random.uniform(0.5, 2.0))
 
 
-def create_study(space: Space, storage: str, study_name: str | None = None, worker: int = 0):
-    """Create or load the study; worker k's sampler is seeded with seed + k, so that workers sharing
-    a study do not propose the same points."""
+def _sampler(space: Space, offset: int):
     import optuna
 
-    seed = None if space.sampler.get("seed") is None else int(space.sampler["seed"]) + worker
-    sampler = (optuna.samplers.RandomSampler(seed=seed) if space.sampler["name"] == "random"
-               else optuna.samplers.TPESampler(seed=seed,
-                                               n_startup_trials=int(space.sampler.get("n_startup_trials", 5))))
+    seed = None if space.sampler.get("seed") is None else int(space.sampler["seed"]) + offset
+    if space.sampler["name"] == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=int(space.sampler.get("n_startup_trials", 5)))
+
+
+def create_study(space: Space, storage: str, study_name: str | None = None, worker: int = 0,
+                 heartbeat: float = HEARTBEAT_SECONDS):
+    """Create or load the study. The sampler is seeded from the space's seed, the worker's index and the number
+    of trials the study already holds: workers sharing a study, and a relaunch of a study, each propose
+    their own points rather than the first launch's again."""
+    import optuna
+
     settings = space.pruner
     if settings["name"] == "none":
         pruner = optuna.pruners.NopPruner()
@@ -185,18 +202,80 @@ def create_study(space: Space, storage: str, study_name: str | None = None, work
     else:
         pruner = optuna.pruners.MedianPruner(n_startup_trials=int(settings.get("n_startup_trials", 2)),
                                              n_warmup_steps=int(settings.get("n_warmup_steps", 0)))
-    return optuna.create_study(study_name=study_name or space.study, storage=open_storage(storage), sampler=sampler,
-                               pruner=pruner, direction=space.direction, load_if_exists=True)
+    study = optuna.create_study(study_name=study_name or space.study, storage=open_storage(storage, heartbeat),
+                                sampler=_sampler(space, worker), pruner=pruner, direction=space.direction, load_if_exists=True)
+    held = len(study.get_trials(deepcopy=False))
+    if held:
+        study.sampler = _sampler(space, worker + 1000 * held)
+    return study
+
+
+def load_study(storage: str, study_name: str):
+    """An existing study; a storage or a study name that does not exist is an error, never a new empty study."""
+    import optuna
+
+    if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).is_file():
+        raise StudyError(f"no study storage at {storage.removeprefix('sqlite:///')} (launch the study first, or give --storage)")
+    opened = open_storage(storage)
+    names = optuna.get_all_study_names(opened)
+    if study_name not in names:
+        raise StudyError(f"no study {study_name!r} in {storage.split('@')[-1]}; it holds: {', '.join(names) or 'none'}")
+    return optuna.load_study(study_name=study_name, storage=opened)
+
+
+def _counts(trial) -> bool:
+    """Whether a finished trial counts toward `--trials`: complete, pruned, or failed by an error of its own
+    run. Trials of workers that died (failed by the heartbeat, their parameters retried) and surplus trials
+    (started by a worker after the total was reached) do not."""
+    import optuna
+
+    state = trial.state
+    if state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
+        return True
+    return state == optuna.trial.TrialState.FAIL and "hms.error" in trial.user_attrs
 
 
 def finished_trials(study, running: bool = False) -> int:
-    """Trials that count toward `--trials`: complete, pruned or failed (and, with `running`, those under way)."""
+    """Trials that count toward `--trials` (and, with `running`, those under way)."""
     import optuna
 
-    states = [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL]
-    if running:
-        states.append(optuna.trial.TrialState.RUNNING)
-    return len(study.get_trials(deepcopy=False, states=tuple(states)))
+    return sum(1 for t in study.get_trials(deepcopy=False)
+               if _counts(t) or (running and t.state == optuna.trial.TrialState.RUNNING))
+
+
+def _ordinal(study, number: int) -> int:
+    """The place of trial `number` among the trials that count or run, in the order the storage numbered them."""
+    import optuna
+
+    return sum(1 for t in study.get_trials(deepcopy=False)
+               if t.number <= number and (_counts(t) or t.state == optuna.trial.TrialState.RUNNING))
+
+
+def close_dead_runs(study, client, study_name: str) -> list[int]:
+    """Fail the stale trials of dead workers (no heartbeat) and mark their MLflow CV runs, and those runs'
+    fold runs, FAILED. Returns the numbers of the trials whose runs were closed."""
+    import optuna
+
+    from . import tracking
+
+    optuna.storages.fail_stale_trials(study)
+    closed = []
+    dead = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+            if "hms.error" not in t.user_attrs and not t.user_attrs.get("hms.surplus")]
+    if not dead:
+        return closed
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    for trial in dead:
+        runs = client.search_runs(
+            experiments, f"tags.`hms.sweep` = '{study_name}' and tags.`hms.trial` = '{trial.number}' and attributes.status = 'RUNNING'")
+        for run in runs:
+            error = RuntimeError(f"the sweep worker running trial {trial.number} died (no heartbeat); its parameters are retried")
+            for child in client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}' "
+                                            "and attributes.status = 'RUNNING'"):
+                tracking.fail_run(client, child.info.run_id, error)
+            tracking.fail_run(client, run.info.run_id, error)
+            closed.append(trial.number)
+    return closed
 
 
 def _sweep_run(client, experiment: str, study_name: str, space: Space, storage: str) -> str:
@@ -249,21 +328,27 @@ def _refresh(client, run_id: str, study) -> None:
             client.log_artifact(run_id, str(Path(tmp) / name), "plots")
 
 
-def prepare_study(space: Space, storage: str, name: str, trailing=(), worker: int = 0):
+def prepare_study(space: Space, storage: str, name: str, trailing=(), worker: int = 0, heartbeat: float = HEARTBEAT_SECONDS):
     """The study and its MLflow sweep run, created if new: (study, MLflow client, sweep run id)."""
     from . import tracking
     from .config import compose
 
-    study = create_study(space, storage, name, worker)
+    study = create_study(space, storage, name, worker, heartbeat)
     cfg = compose([*space.base, *trailing])
     client = tracking.client_for(cfg.tracking)
     experiment = tracking.experiment_id(client, cfg.tracking.experiment)
     return study, client, _sweep_run(client, experiment, name, space, storage)
 
 
+class _Surplus(Exception):
+    """A trial started after the study already held its total (two workers finishing together)."""
+
+
 def launch(space_path, trials: int, storage: str | None = None, study_name: str | None = None, trailing=(),
-           worker: int = 0) -> None:
-    """Run trials of the study until it holds `trials` finished ones (complete, pruned or failed)."""
+           worker: int = 0, heartbeat: float = HEARTBEAT_SECONDS) -> None:
+    """Run trials of the study until it holds `trials` that count: complete, pruned, or failed by their own
+    error. Each runs once: the trial of a worker that died is failed by its missing heartbeat, its MLflow
+    run marked FAILED and its parameters retried once; a trial started beyond the total stops at once."""
     import optuna
 
     from .config import compose
@@ -273,11 +358,17 @@ def launch(space_path, trials: int, storage: str | None = None, study_name: str 
     check_composes(space, trailing)
     name = study_name or space.study
     storage = storage or default_storage(name)
-    study, client, sweep_run = prepare_study(space, storage, name, trailing, worker)
+    study, client, sweep_run = prepare_study(space, storage, name, trailing, worker, heartbeat)
+    for number in close_dead_runs(study, client, name):
+        print(f"trial {number}: its worker died; its MLflow run is marked FAILED and its parameters are retried")
 
     def objective(trial):
         import keras
 
+        close_dead_runs(study, client, name)
+        if _ordinal(study, trial.number) > trials:
+            trial.set_user_attr("hms.surplus", True)
+            raise _Surplus(f"the study already holds {trials} trial(s)")
         keras.backend.clear_session()  # one process runs many trials: free the previous models
         overrides = [*space.base, *sample(trial, space), *trailing]
         trial.set_user_attr("overrides", overrides)
@@ -293,7 +384,11 @@ def launch(space_path, trials: int, storage: str | None = None, study_name: str 
 
         tags = {"hms.sweep": name, "hms.trial": str(trial.number), "mlflow.parentRunId": sweep_run}  # nested under the sweep
         tags.update({f"hms.param.{k}": v for k, v in trial.params.items()})
-        value = run_cv(cfg, tags=tags, on_fold=on_fold)
+        try:
+            value = run_cv(cfg, tags=tags, on_fold=on_fold)
+        except Exception as error:
+            trial.set_user_attr("hms.error", f"{type(error).__name__}: {error}"[:2000])  # it counts: not retried
+            raise
         _record_baselines(trial, client)
         if len(folds) < planned:  # run_cv stopped early: the pruner said so
             raise optuna.TrialPruned(f"pruned after {len(folds)} fold(s), mean KL {value:.4f}")
@@ -304,13 +399,11 @@ def launch(space_path, trials: int, storage: str | None = None, study_name: str 
         if finished_trials(study, running=True) >= trials:  # trials under way in other workers count
             study.stop()
 
-    remaining = trials - finished_trials(study, running=True)
-    if remaining > 0:
-        client.update_run(sweep_run, status="RUNNING")
-    if remaining <= 0:
+    if finished_trials(study, running=True) >= trials:
         print(f"study {name} already holds {finished_trials(study)} finished trial(s) (asked for {trials})")
         return
-    study.optimize(objective, n_trials=remaining, callbacks=[after], catch=(Exception,))
+    client.update_run(sweep_run, status="RUNNING")
+    study.optimize(objective, n_trials=None, callbacks=[after], catch=(Exception,))
     if finished_trials(study) >= trials and finished_trials(study, running=True) == finished_trials(study):
         client.set_terminated(sweep_run, "FINISHED")  # the last worker out closes the sweep run
     print(f"study {name}: {finished_trials(study)} finished trial(s); best {_best_line(study)}")
@@ -339,9 +432,7 @@ def _best_line(study) -> str:
 
 def status(storage: str, study_name: str) -> str:
     """A table of the study's trials: number, state, value, duration, params."""
-    import optuna
-
-    study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+    study = load_study(storage, study_name)
     lines = [f"{'trial':>5}  {'state':8}  {'value':>8}  {'prior':>7}  {'baseline':>8}  {'learned':7}  {'seconds':>8}  params   "
              "(value: CV KL, or a pruned trial's last mean fold KL; prior, baseline: the same run's prior_kl and baseline_kl)"]
     for trial in study.get_trials(deepcopy=False):
@@ -358,10 +449,11 @@ def status(storage: str, study_name: str) -> str:
 
 def best(storage: str, study_name: str) -> str:
     """The best trial: value, params, its MLflow run id and the command that reproduces it."""
-    import optuna
-
-    study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
-    trial = study.best_trial
+    study = load_study(storage, study_name)
+    try:
+        trial = study.best_trial
+    except ValueError:
+        raise StudyError(f"study {study_name!r} has no complete trial yet") from None
     command = "python -m hms.train " + " ".join(shlex.quote(o) for o in trial.user_attrs.get("overrides", []))
     beside = ", ".join(f"{k} {trial.user_attrs[k]:.4f}" for k in ("prior_kl", "baseline_kl") if k in trial.user_attrs)
     return (f"best trial {trial.number}: value {trial.value:.4f}" + (f" (its run's {beside})" if beside else "") + "\n"

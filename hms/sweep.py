@@ -23,7 +23,8 @@ import os
 import subprocess
 import sys
 
-from .search import SpaceError, best, check_composes, default_storage, launch, load_space, prepare_study, status
+from .search import (HEARTBEAT_SECONDS, SpaceError, StudyError, best, check_composes, default_storage, launch, load_space,
+                     prepare_study, status)
 
 
 def _workers(args, trailing) -> int:
@@ -34,7 +35,8 @@ def _workers(args, trailing) -> int:
     check_composes(space, trailing)
     storage = args.storage or default_storage(args.study or space.study)
     prepare_study(space, storage, args.study or space.study, trailing)  # once, before the workers race to create them
-    options = ["--trials", str(args.trials), "--storage", storage, *(["--study", args.study] if args.study else [])]
+    options = ["--trials", str(args.trials), "--storage", storage, "--heartbeat", str(args.heartbeat),
+               *(["--study", args.study] if args.study else [])]
     processes = []
     for w in range(args.workers):
         env = dict(os.environ)
@@ -73,6 +75,8 @@ def main(argv=None) -> int:
     run.add_argument("--gpus-per-trial", type=int, default=1)
     run.add_argument("--worker", type=int, default=0, help="this worker's index (offsets the sampler seed); "
                      "give each machine its own when many share a study")
+    run.add_argument("--heartbeat", type=float, default=HEARTBEAT_SECONDS,
+                     help="seconds between a running trial's heartbeats; a trial silent for 3x this long is failed and retried")
     for name in ("status", "best"):
         sub = commands.add_parser(name)
         sub.add_argument("--study", required=True)
@@ -82,15 +86,15 @@ def main(argv=None) -> int:
         if args.command == "launch":
             if args.workers > 1:
                 return _workers(args, trailing)
-            launch(args.space, args.trials, args.storage, args.study, trailing, args.worker)
+            launch(args.space, args.trials, args.storage, args.study, trailing, args.worker, args.heartbeat)
         else:
             storage = args.storage or default_storage(args.study)
             print((status if args.command == "status" else best)(storage, args.study))
     except SpaceError as error:
         print(f"search space error: {error}", file=sys.stderr)
         return 2
-    except KeyError:
-        print(f"no study {args.study!r} in {storage}", file=sys.stderr)
+    except StudyError as error:
+        print(f"study error: {error}", file=sys.stderr)
         return 2
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -18,10 +19,36 @@ def tracking_uri(tracking) -> str:
 
 
 def client_for(tracking):
-    """An MlflowClient on the configured store."""
+    """An MlflowClient on the configured store. A SQLite file is created, schema and all, by one process at a
+    time under a lock beside it: two runs starting together on a fresh file would otherwise both migrate it."""
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri(tracking))
+    uri = tracking_uri(tracking)
+    database = _sqlite_file(uri)
+    if database is None:
+        return MlflowClient(uri)
+    import fcntl
+
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            client = MlflowClient(uri)
+            client.search_experiments(max_results=1)  # creates and migrates the schema, once
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return client
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: `mlruns/` beside a SQLite store's file (not in whatever
+    folder the command ran from); None (the server's or MLflow's default) for other stores."""
+    database = _sqlite_file(uri)
+    return None if database is None else (database.resolve().parent / "mlruns").as_uri()
 
 
 def experiment_id(client, name: str) -> str:
@@ -31,7 +58,7 @@ def experiment_id(client, name: str) -> str:
         from mlflow.exceptions import MlflowException
 
         try:
-            return client.create_experiment(name, tags=EXPERIMENT_KIND)
+            return client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri), tags=EXPERIMENT_KIND)
         except MlflowException:  # another process created it between our look and our insert
             experiment = client.get_experiment_by_name(name)
             if experiment is None:
@@ -39,6 +66,22 @@ def experiment_id(client, name: str) -> str:
     if experiment.tags.get("mlflow.experimentKind") != EXPERIMENT_KIND["mlflow.experimentKind"]:
         client.set_experiment_tag(experiment.experiment_id, "mlflow.experimentKind", EXPERIMENT_KIND["mlflow.experimentKind"])
     return experiment.experiment_id
+
+
+_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):[^@/\s]*@")
+
+
+def redact(text: str) -> str:
+    """A URI with its password replaced by ***: `postgresql://user:***@host/db`."""
+    return _CREDENTIALS.sub(r"\g<scheme>:***@", text)
+
+
+def redacted(cfg: DictConfig) -> DictConfig:
+    """A copy of a run config that can be recorded: a password in tracking.uri replaced by ***."""
+    out = cfg.copy()
+    if OmegaConf.select(out, "tracking.uri"):
+        out.tracking.uri = redact(str(out.tracking.uri))
+    return out
 
 
 def flat_params(cfg: DictConfig) -> dict[str, str]:

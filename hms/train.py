@@ -17,6 +17,7 @@ def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
     from .cv import run_cv
+    from .dataset import DataError
 
     try:
         validate(cfg)
@@ -24,6 +25,9 @@ def main(cfg: DictConfig) -> float:
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         sys.exit(2)
+    except DataError as error:
+        print(f"data error: {error}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -67,3 +67,46 @@ def test_train_command_rejects_a_bad_key_before_doing_anything(tmp_path):
     assert result.returncode != 0
     assert "trainer.precision" in result.stderr
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("only,message", [("[]", "names no fold"), ("[0,0]", "names a fold twice")])
+def test_item14_cv_only_empty_or_repeated_is_refused(only, message):
+    """Issue 14, item 14: cv.only=[] crashed; cv.only=[0,0] trained and counted fold 0 twice."""
+    with pytest.raises(ConfigError, match=rf"cv.only=.*{message}"):
+        compose([f"cv.only={only}"])
+
+
+def test_item17_a_password_in_tracking_uri_is_never_recorded(tmp_path):
+    """Issue 14, item 17: the run's params and config.yaml show the tracking URI with its password as ***."""
+    from mlflow import MlflowClient
+
+    from hms import tracking
+    from hms.cv import open_parent
+
+    cfg = compose(["tracking.uri=postgresql://hms:s3cret@db.example:5432/runs"])
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")  # the records go to a real store here
+    parent = open_parent(client, cfg)
+    run = client.get_run(parent.run_id)
+    assert run.data.params["tracking.uri"] == "postgresql://hms:***@db.example:5432/runs"
+    from pathlib import Path
+
+    config = Path(client.download_artifacts(parent.run_id, "config.yaml", str(tmp_path))).read_text()
+    assert "s3cret" not in config and "hms:***@db.example" in config
+    assert "s3cret" not in str(run.data.params) and cfg.tracking.uri.endswith("s3cret@db.example:5432/runs")  # own copy untouched
+    assert tracking.redact("http://user:p%40ss@host/x") == "http://user:***@host/x"
+
+
+def test_item18_artifacts_go_beside_the_sqlite_store_not_into_the_working_folder(tmp_path, monkeypatch):
+    """Issue 14, item 18: a store named by tracking.uri keeps its artifacts beside it."""
+    from omegaconf import OmegaConf
+
+    from hms import tracking
+
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    client = tracking.client_for(OmegaConf.create({"uri": f"sqlite:///{tmp_path}/store/mlflow.db"}))
+    run = client.create_run(tracking.experiment_id(client, "hms"))
+    (tmp_path / "note.txt").write_text("x")
+    client.log_artifact(run.info.run_id, str(tmp_path / "note.txt"))
+    assert not (tmp_path / "elsewhere" / "mlruns").exists()
+    assert list((tmp_path / "store" / "mlruns").rglob("note.txt"))

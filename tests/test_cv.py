@@ -136,15 +136,33 @@ def test_mixed_float16_run_trains(synthetic_root, tmp_path, monkeypatch):
     assert np.isfinite(value) and set(parent.data.metrics) in (keys, keys | hq)
 
 
-def test_two_replica_mirrored_strategy_fit(synthetic_root, tmp_path):
-    result = run_module("hms.train", *tiny(synthetic_root, tmp_path, "cv.folds=2", "cv.only=[0]", "trainer.epochs=1",
-                                           "trainer.strategy=mirrored", "trainer.cpu_devices=2", "schedule.steps=[[0,1.0e-3]]"),
-                        cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "MirroredStrategy x2 on CPU" in result.stdout
+def test_item10_two_runs_at_once_on_fresh_stores_both_finish_one_on_two_replicas(synthetic_root, tmp_path):
+    """Issue 14, items 10 and 11 with real processes: two `hms.train` started together on a fresh SQLite
+    store and a fresh cache folder both finish. One runs a two-replica MirroredStrategy on the CPU."""
+    common = tiny(synthetic_root, tmp_path, "cv.folds=2", "trainer.epochs=1", "schedule.steps=[[0,1.0e-3]]")
+    commands = [[*common, "cv.only=[0]", "trainer.strategy=mirrored", "trainer.cpu_devices=2"], [*common, "cv.only=[1]"]]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    processes = [subprocess.Popen([sys.executable, "-m", "hms.train", *c], cwd=tmp_path, env=env, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE) for c in commands]
+    outputs = [p.communicate(timeout=900) for p in processes]
+    assert all(p.returncode == 0 for p in processes), [o[1][-3000:] for o in outputs]
+    assert "MirroredStrategy x2 on CPU" in outputs[0][0]
     _, _, all_runs = runs(tmp_path)
-    parent = next(r for r in all_runs if r.data.tags.get("hms.run_type") == "cv")
-    assert parent.info.status == "FINISHED" and np.isfinite(parent.data.metrics["cv_kl"])
+    parents = [r for r in all_runs if r.data.tags.get("hms.run_type") == "cv"]
+    assert len(parents) == 2 and all(r.info.status == "FINISHED" and np.isfinite(r.data.metrics["cv_kl"]) for r in parents)
+    assert sorted(r.data.params["cv.only"] for r in parents) == ["[0]", "[1]"]
+    assert not list((tmp_path / "cache").glob("*.creating*"))
+
+
+def test_item15_more_folds_than_patients_is_refused_before_any_run_is_recorded(synthetic_root, tmp_path, monkeypatch):
+    """Issue 14, item 15: the fold check comes before the MLflow run, so no failed run is left behind."""
+    from hms.config import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="cv.folds=50 needs at least 50 patients; the data has 10"):
+        run_cv(compose(tiny(synthetic_root, tmp_path, "cv.folds=50")))
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    assert not client.search_runs([e.experiment_id for e in client.search_experiments()])
 
 
 def test_crash_marks_the_run_failed_with_its_error(synthetic_root, tmp_path, monkeypatch):

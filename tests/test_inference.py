@@ -117,3 +117,14 @@ def test_a_bad_model_folder_is_named(learned_run, tmp_path):
         predict(load_bundle(tmp_path / "damaged"), compose(data_overrides(root, store)))
     done = run_module("hms.predict", "--run", "0" * 32, *data_overrides(root, store), "--out", tmp_path / "s.csv")
     assert done.returncode == 2 and "0" * 32 in done.stderr
+
+
+def test_item03_a_missing_fold_file_is_named_not_averaged_away(learned_run, tmp_path):
+    """Issue 14, item 3: hms.predict with one fold's weights missing exits non-zero naming the file."""
+    store, root, run_id = learned_run
+    folder = export(runs(store)[0], tmp_path / "models", run_id=run_id)
+    gone = folder / run_id / "fold0.weights.h5"
+    gone.unlink()
+    done = run_module("hms.predict", "--models", folder, *data_overrides(root, store), "--out", tmp_path / "s.csv")
+    assert done.returncode == 2 and f"predict error: {gone}: missing" in done.stderr
+    assert not (tmp_path / "s.csv").exists()

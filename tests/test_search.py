@@ -114,23 +114,48 @@ def test_sweep_prunes_fold_by_fold_resumes_and_reports_the_best(synthetic_root, 
 
 
 @pytest.mark.slow
-def test_two_worker_processes_share_one_sqlite_study(synthetic_root, tmp_path):
+def test_item06_a_killed_worker_is_relaunched_and_the_study_ends_with_exactly_n_trials(synthetic_root, tmp_path):
+    """Issue 14, item 6, with real processes: a worker is killed mid-trial; the relaunch (two workers sharing the
+    SQLite study) fails that trial by its missing heartbeat, marks its MLflow run FAILED, retries its parameters
+    once, and the study ends with exactly 2 complete or pruned trials, none RUNNING, no parameter set twice."""
+    import os
+    import time
+
     storage = f"sqlite:///{tmp_path}/study.db"
     space = write_space(tmp_path, "duo", "duo", "{name: threshold, upper: 0.0}")
-    # Two trials for two workers, one each. (Two workers that finish together both start a trial, so a
-    # larger odd total can overshoot by one: a known race, see the issue on exactly-once sweeps.)
-    result = run_module("hms.sweep", "launch", space, "--trials", "2", "--workers", "2", "--storage", storage,
-                        *data_overrides(synthetic_root, tmp_path), cwd=tmp_path)
+    launch = ["hms.sweep", "launch", str(space), "--trials", "2", "--storage", storage, "--heartbeat", "1"]
+    first = subprocess.Popen([sys.executable, "-m", *launch, *data_overrides(synthetic_root, tmp_path)], cwd=tmp_path,
+                             env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in first.stdout:  # its trial's CV run is recorded: kill the worker as an OOM killer would
+        if line.startswith("MLflow run "):
+            break
+    first.kill()
+    first.wait()
+    study = optuna.load_study(study_name="duo", storage=storage)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.RUNNING]
+    killed = study.trials[0].params
+    time.sleep(4)  # past the grace period: three missed heartbeats
+
+    result = run_module(*launch, "--workers", "2", *data_overrides(synthetic_root, tmp_path), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     study = optuna.load_study(study_name="duo", storage=storage)
-    assert [t.number for t in study.trials] == [0, 1]  # none lost, none beyond the total
-    assert all(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
-    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 2  # the workers proposed different points
+    states = [t.state for t in study.trials]
+    counted = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    assert len(counted) == 2 and optuna.trial.TrialState.RUNNING not in states, states
+    assert states[0] == optuna.trial.TrialState.FAIL
+    assert len({tuple(sorted(t.params.items())) for t in counted}) == 2  # no parameter set twice
+    assert killed in [t.params for t in counted]  # the killed trial's parameters ran once more, to the end
+
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     experiment = client.get_experiment_by_name("hms").experiment_id
-    trials = sorted(r.data.tags["hms.trial"] for r in client.search_runs([experiment], "tags.`hms.run_type` = 'cv'"))
-    assert trials == ["0", "1"]  # each trial ran once
-    assert len(client.search_runs([experiment], "tags.`hms.run_type` = 'sweep'")) == 1
+    cv_runs = client.search_runs([experiment], "tags.`hms.run_type` = 'cv'")
+    dead = [r for r in cv_runs if r.data.tags["hms.trial"] == "0"]
+    assert len(dead) == 1 and dead[0].info.status == "FAILED" and "died" in dead[0].data.tags["hms.error"]
+    finished = sorted(r.data.tags["hms.trial"] for r in cv_runs if r.data.tags["hms.trial"] != "0")
+    assert finished == sorted(str(t.number) for t in counted)  # each counted trial ran exactly once
+    assert not client.search_runs([experiment], "attributes.status = 'RUNNING'")
+    sweep = client.search_runs([experiment], "tags.`hms.run_type` = 'sweep'")
+    assert len(sweep) == 1 and sweep[0].info.status == "FINISHED"
 
 
 @pytest.mark.slow
@@ -189,3 +214,55 @@ def test_default_median_pruner_sees_the_running_mean_of_the_fold_kls(synthetic_r
     third = study.trials[2]
     assert (third.state == optuna.trial.TrialState.PRUNED) == (fold_kls[2][0] > median)
     assert len(fold_kls[2]) == (1 if fold_kls[2][0] > median else 2)
+
+
+def _study_with_one_trial(tmp_path, name="relaunch"):
+    from hms.search import create_study
+
+    space = load_space(write_space(tmp_path, name, name, "{name: none}"))
+    storage = f"sqlite:///{tmp_path}/{name}.db"
+    study = create_study(space, storage)
+    trial = study.ask()
+    from hms.search import sample
+
+    sample(trial, space)
+    return space, storage, study, trial
+
+
+def test_item05_a_relaunch_proposes_new_points_not_the_first_launchs_again(tmp_path):
+    """Issue 14, item 5: the sampler of a relaunched study is seeded from the study, not the space's seed alone."""
+    from hms.search import create_study, sample
+
+    space, storage, study, trial = _study_with_one_trial(tmp_path)
+    study.tell(trial, 1.0)
+    relaunched = create_study(space, storage)  # a second `hms.sweep launch` of the same space and study
+    again = relaunched.ask()
+    sample(again, space)
+    assert again.params != trial.params
+    fresh = create_study(space, f"sqlite:///{tmp_path}/fresh.db", "other")  # a new study with the same seed
+    first = fresh.ask()
+    sample(first, space)
+    assert first.params == trial.params  # still reproducible from the seed
+
+
+def test_item07_status_works_while_a_trial_is_running(tmp_path):
+    """Issue 14, item 7: `hms.sweep status` on a study with a RUNNING trial (no end time, no value)."""
+    _, storage, study, trial = _study_with_one_trial(tmp_path, "busy")
+    result = run_module("hms.sweep", "status", "--study", "busy", "--storage", storage, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    row = next(line for line in result.stdout.splitlines() if line.split()[:1] == [str(trial.number)])
+    assert row.split()[1] == "RUNNING"
+
+
+@pytest.mark.parametrize("command", ["status", "best"])
+def test_item08_09_an_unknown_study_or_storage_is_named_and_nothing_is_created(tmp_path, command):
+    """Issue 14, items 8 and 9: a typo in --study says so (exit 2) instead of creating an empty study, and the
+    error path itself does not crash."""
+    _study_with_one_trial(tmp_path, "real")
+    storage = f"sqlite:///{tmp_path}/real.db"
+    typo = run_module("hms.sweep", command, "--study", "reall", "--storage", storage, cwd=tmp_path)
+    assert typo.returncode == 2 and "study error: no study 'reall'" in typo.stderr and "it holds: real" in typo.stderr
+    assert "Traceback" not in typo.stderr
+    assert optuna.get_all_study_names(storage) == ["real"]
+    missing = run_module("hms.sweep", command, "--study", "real", "--storage", f"sqlite:///{tmp_path}/nothere.db", cwd=tmp_path)
+    assert missing.returncode == 2 and "no study storage at" in missing.stderr and not (tmp_path / "nothere.db").exists()
