@@ -104,9 +104,19 @@ def test_logged_baselines_are_the_fold_prior_and_a_model_on_the_same_rows(cv_run
         assert child.data.metrics["baseline_kl"] == pytest.approx(kl_divergence(y[rows], model[rows]), abs=1e-9)
 
 
-def test_a_run_that_cannot_learn_is_tagged_and_warns(synthetic_root, tmp_path, monkeypatch, capsys):
+def test_a_run_that_cannot_learn_is_tagged_and_warns_and_precision_reaches_the_model(synthetic_root, tmp_path, monkeypatch,
+                                                                                      capsys):
+    """One tiny run checks two things: a network that cannot learn (learning rate 0) is tagged and warned about,
+    and trainer.precision=mixed_float16 reaches the built model (read from its layers, not the echoed param)."""
+    import keras
+
     monkeypatch.chdir(tmp_path)
-    run_cv(compose(tiny(synthetic_root, tmp_path, "cv.folds=2", "cv.only=[0]", "trainer.epochs=1", "schedule.steps=[[0,0.0]]")))
+    try:
+        value = run_cv(compose(tiny(synthetic_root, tmp_path, "cv.folds=2", "cv.only=[1]", "trainer.epochs=1",
+                                    "trainer.precision=mixed_float16", "schedule.steps=[[0,0.0]]")))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")  # the rest of this worker's tests build float32 models
+    assert keras.mixed_precision.global_policy().name == "float32"
     _, _, all_runs = runs(tmp_path)
     parent = next(r for r in all_runs if r.data.tags.get("hms.run_type") == "cv")
     assert parent.data.tags["hms.learned"] == "false" and parent.info.status == "FINISHED"
@@ -114,19 +124,6 @@ def test_a_run_that_cannot_learn_is_tagged_and_warns(synthetic_root, tmp_path, m
     assert "WARNING: this run did not learn" in err.err and "hms.learned=false" in err.err
     # The closing line puts cv_kl beside both baselines.
     assert f"cv_kl {parent.data.metrics['cv_kl']:.4f}  prior_kl {parent.data.metrics['prior_kl']:.4f}  baseline_kl " in err.out
-
-
-def test_mixed_float16_run_trains(synthetic_root, tmp_path, monkeypatch):
-    import keras
-
-    monkeypatch.chdir(tmp_path)
-    try:
-        value = run_cv(compose(tiny(synthetic_root, tmp_path, "cv.folds=2", "cv.only=[1]", "trainer.epochs=1",
-                                    "trainer.precision=mixed_float16", "schedule.steps=[[0,1.0e-3]]")))
-    finally:
-        keras.mixed_precision.set_global_policy("float32")  # the rest of this worker's tests build float32 models
-    client, _, all_runs = runs(tmp_path)
-    parent = next(r for r in all_runs if r.data.tags.get("hms.run_type") == "cv")
     assert parent.data.params["trainer.precision"] == "mixed_float16"
     # Read from the built model: layers compute in float16 (the softmax head in float32), variables stay float32.
     compute, variables, output = parent.data.tags["hms.dtypes"].split(", ")

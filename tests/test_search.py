@@ -64,17 +64,17 @@ def test_sweep_prunes_fold_by_fold_resumes_and_reports_the_best(synthetic_root, 
     storage = f"sqlite:///{tmp_path}/study.db"
     # Every trial's first fold exceeds an upper bound of 0: each is pruned after 1 of its 2 folds.
     pruning = write_space(tmp_path, "pruning", "tiny", "{name: threshold, upper: 0.0}")
-    first = run_module("hms.sweep", "launch", pruning, "--trials", "2", "--storage", storage,
+    first = run_module("hms.sweep", "launch", pruning, "--trials", "1", "--storage", storage,
                        *data_overrides(synthetic_root, tmp_path), cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     study = optuna.load_study(study_name="tiny", storage=storage)
-    assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 2
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED]
     assert all(list(t.intermediate_values) == [0] for t in study.trials)
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     experiment = client.get_experiment_by_name("hms").experiment_id
     cv_runs = client.search_runs([experiment], "tags.`hms.run_type` = 'cv'")
-    assert sorted(r.data.tags["hms.trial"] for r in cv_runs) == ["0", "1"]
+    assert sorted(r.data.tags["hms.trial"] for r in cv_runs) == ["0"]
     for run in cv_runs:
         assert run.data.tags["hms.sweep"] == "tiny" and run.data.tags["hms.pruned"] == "true"
         assert run.info.status == "KILLED" and set(run.data.metrics) >= {"fold0_kl"} and "fold1_kl" not in run.data.metrics
@@ -84,13 +84,13 @@ def test_sweep_prunes_fold_by_fold_resumes_and_reports_the_best(synthetic_root, 
     assert len(sweep_runs) == 1 and sweep_runs[0].data.tags["hms.sweep"] == "tiny"
     assert all(r.data.tags["mlflow.parentRunId"] == sweep_runs[0].info.run_id for r in cv_runs)  # shown under the sweep
 
-    # The same study again, asked for 3 in all and without pruning: one more trial, run to the end.
+    # The same study again, asked for 2 in all and without pruning: one more trial, run to the end.
     full = write_space(tmp_path, "full", "tiny", "{name: none}")
-    second = run_module("hms.sweep", "launch", full, "--trials", "3", "--storage", storage,
+    second = run_module("hms.sweep", "launch", full, "--trials", "2", "--storage", storage,
                         *data_overrides(synthetic_root, tmp_path), cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     study = optuna.load_study(study_name="tiny", storage=storage)
-    assert len(study.trials) == 3 and study.trials[2].state == optuna.trial.TrialState.COMPLETE
+    assert len(study.trials) == 2 and study.trials[1].state == optuna.trial.TrialState.COMPLETE
     assert len(client.search_runs([experiment], "tags.`hms.run_type` = 'sweep'")) == 1  # the same sweep run
     sweep_run = client.search_runs([experiment], "tags.`hms.run_type` = 'sweep'")[0]
     assert sweep_run.info.status == "FINISHED"
@@ -98,13 +98,13 @@ def test_sweep_prunes_fold_by_fold_resumes_and_reports_the_best(synthetic_root, 
     assert "plots/optimization_history.png" in {a.path for a in client.list_artifacts(sweep_run.info.run_id, "plots")}
 
     best = run_module("hms.sweep", "best", "--study", "tiny", "--storage", storage, cwd=tmp_path)
-    assert best.returncode == 0 and "best trial 2" in best.stdout
-    run_id = study.trials[2].user_attrs["mlflow_run_id"]
+    assert best.returncode == 0 and "best trial 1" in best.stdout
+    run_id = study.trials[1].user_attrs["mlflow_run_id"]
     assert f"MLflow run: {run_id}" in best.stdout
     assert client.get_run(run_id).data.metrics["cv_kl"] == pytest.approx(study.best_value)
     assert "reproduce: python -m hms.train" in best.stdout and "backbone.dropout=" in best.stdout
     table = run_module("hms.sweep", "status", "--study", "tiny", "--storage", storage, cwd=tmp_path)
-    assert table.stdout.count("PRUNED") == 2 and table.stdout.count("COMPLETE") == 1
+    assert table.stdout.count("PRUNED") == 1 and table.stdout.count("COMPLETE") == 1
     # Each trial's row shows its own run's baselines beside its value.
     for trial in study.trials:
         metrics = client.get_run(trial.user_attrs["mlflow_run_id"]).data.metrics
