@@ -151,7 +151,7 @@ class StudyError(ValueError):
 
 def open_storage(url: str, heartbeat: float = HEARTBEAT_SECONDS):
     """Optuna storage for a URL: an RDB (SQLite, PostgreSQL ...) with heartbeats, so that the trial of a worker
-    that died is failed and its parameters retried once (`RetryFailedTrialCallback`); or a journal file
+    that died is failed and its parameters retried once (`RetryHeartbeatStaleTrialCallback`); or a journal file
     (`*.journal` / `journal:PATH`, no heartbeats)."""
     import optuna
 
@@ -171,7 +171,7 @@ def open_storage(url: str, heartbeat: float = HEARTBEAT_SECONDS):
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(
                     url, heartbeat_interval=max(1, int(heartbeat)), grace_period=max(2, int(3 * heartbeat)),
-                    failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
         except SQLAlchemyError:  # workers starting together race to create the tables: the loser retries
             if attempt == 4:
                 raise

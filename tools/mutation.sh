@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Mutation testing (cosmic-ray) of the core library modules, outside CI:
 #   pip install -e ".[dev,mutation]" && tools/mutation.sh [--jobs 2]
-# Each module is mutated one change at a time and its own fast tests run against every mutant; a
+# Each module is mutated one change at a time and its own quick tests (not marked slow) run against every mutant; a
 # mutant no test notices survives. Works on a copy of the tracked files (cosmic-ray edits files in
 # place), so the checkout is never touched. Prints every survivor and the share killed per module.
 set -euo pipefail
@@ -31,7 +31,7 @@ one() {  # module tests: mutate in a copy of its own, so modules run side by sid
 module-path = "$module"
 timeout = 300.0
 excluded-modules = []
-test-command = "python -m pytest -x -q -p no:xdist -p no:cacheprovider -o addopts= $tests"
+test-command = "python -m pytest -x -q -p no:xdist -p no:cacheprovider -o addopts= -m 'not slow' $tests"
 [cosmic-ray.distributor]
 name = "local"
 TOML
