@@ -6,7 +6,18 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+def _shipped(folder: str) -> Path:
+    """A folder the repository keeps at its top level (`conf/`, `sweeps/`) and a wheel ships inside the package
+    (`hms/conf`, `hms/sweeps`): the checkout's when running from one, else the installed copy."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package.parent / folder, package / folder):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"hms is installed without its {folder}/ folder (looked in {package.parent} and {package})")
+
+
+CONF_DIR = _shipped("conf")
+SHIPPED_SWEEPS = _shipped("sweeps")
 
 CHOICES = {
     "trainer.precision": ("auto", "float32", "mixed_float16", "mixed_bfloat16"),

@@ -7,12 +7,12 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from .config import validate
+from .config import CONF_DIR, validate
 from .dataset import load_test, load_train
 from .inputs import build_features, data_root, train_items
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Build the train (and, where test.csv exists, test) feature caches of the composed config."""
     validate(cfg)

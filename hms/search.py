@@ -47,10 +47,17 @@ def override_value(value) -> str:
 
 
 def load_space(path) -> Space:
-    """Read and check a search-space YAML; every problem names the file and the key."""
+    """Read and check a search-space YAML; every problem names the file and the key. A path that does not
+    exist may name a shipped space (`tiny`, `sweeps/tiny.yaml`), as an installed wheel has no sweeps/ folder."""
+    from .config import SHIPPED_SWEEPS
+
     path = Path(path)
     if not path.is_file():
-        raise SpaceError(f"{path}: no such search-space file")
+        shipped = SHIPPED_SWEEPS / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
+        if not shipped.is_file():
+            names = ", ".join(sorted(p.stem for p in SHIPPED_SWEEPS.glob("*.yaml")))
+            raise SpaceError(f"{path}: no such search-space file (shipped spaces: {names})")
+        path = shipped
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:

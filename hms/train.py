@@ -8,12 +8,13 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from .config import ConfigError, validate
+from .config import CONF_DIR, ConfigError, validate
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     """Compose, validate and run one cross-validated experiment; returns its CV KL."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported, also under `hms-train`
     from hydra.core.hydra_config import HydraConfig
 
     from .cv import run_cv
@@ -31,5 +32,4 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     main()
