@@ -194,3 +194,38 @@ def test_ensemble_submission_blends_its_members_submissions(candidate_runs, synt
     expected = sum(w * a[list(VOTE_COLUMNS)].to_numpy() for w, a in zip(weights, alone))
     assert blended.eeg_id.tolist() == alone[0].eeg_id.tolist() == pd.read_csv(synthetic_root / "test.csv").eeg_id.tolist()
     assert np.allclose(blended[list(VOTE_COLUMNS)].to_numpy(), expected, atol=1e-9)
+
+
+def test_evaluate_scores_each_method_in_sample_and_nested_and_times_it():
+    import dataclasses
+
+    from hms.blending import MethodResult, evaluate
+
+    rng = np.random.default_rng(5)
+    y = rng.dirichlet(np.ones(6), 60)
+    p = np.stack([rng.dirichlet(np.ones(6), 60) for _ in range(3)])
+    folds = np.arange(60) % 3
+    results = evaluate(p, y, folds, "prob", {"equal": (fit_equal, {}), "best_single": (fit_best_single, {})})
+    assert list(results) == ["equal", "best_single"]
+    for name, fit in (("equal", fit_equal), ("best_single", fit_best_single)):
+        result = results[name]
+        w = fit(p, y)
+        assert np.allclose(result.weights, w) and result.kl == pytest.approx(kl_divergence(y, blend(p, w)), abs=1e-12)
+        assert result.nested_kl == pytest.approx(kl_divergence(y, nested_predictions(fit, p, y, folds)), abs=1e-12)
+        assert 0 <= result.seconds < 5
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        results["equal"].kl = 0.0  # a method's result is a record, not a scratch pad
+    assert isinstance(results["equal"], MethodResult)
+
+
+def test_a_blend_mode_that_does_not_exist_is_refused_and_optuna_weights_stay_on_the_simplex():
+    rng = np.random.default_rng(6)
+    y = rng.dirichlet(np.ones(6), 50)
+    p = np.stack([rng.dirichlet(np.ones(6), 50) for _ in range(4)])
+    for mode in ("geometric", "abc"):  # "abc" sorts before "log": a mode is matched by name, not by order
+        with pytest.raises(ValueError, match="blend mode must be one of"):
+            blend(p, [1, 1, 1, 1], mode)
+    w = fit_optuna(p, y, trials=30, seed=1)
+    assert (w >= 0).all() and w.sum() == pytest.approx(1)
+    one = fit_optuna(p, y, trials=30, max_members=1, seed=2)
+    assert (one > 0).sum() == 1 and one.max() == pytest.approx(1)

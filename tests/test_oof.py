@@ -69,6 +69,16 @@ def test_run_baselines_predict_each_fold_with_the_other_folds_prior(samples):
     assert scores["prior_kl"] == pytest.approx(_kl(y_in_fold_order, prior_all), abs=1e-12)
     assert {"prior_kl", "baseline_kl", "prior_kl_hq", "baseline_kl_hq"} <= set(scores)
     table = baselines.frame([0, 1, 2])
-    assert table.eeg_id.is_monotonic_increasing and {f"prior_{c}" for c in CLASSES} <= set(table.columns)
+    assert table.eeg_id.is_monotonic_increasing
+    assert list(table.columns) == ["eeg_id", "fold", *[f"prior_{c}" for c in CLASSES], *[f"baseline_{c}" for c in CLASSES]]
     line = score_line({"cv_kl": 0.5, **scores})
     assert line.startswith(f"cv_kl 0.5000  prior_kl {scores['prior_kl']:.4f}  baseline_kl {scores['baseline_kl']:.4f}")
+
+
+def test_the_not_learned_warning_states_the_threshold_it_used():
+    from hms.baselines import LEARNED_RATIO
+    from hms.oof import not_learned_warning
+
+    text = not_learned_warning({"cv_kl": 1.2, "prior_kl": 1.25, "baseline_kl": 0.7})
+    assert f"it needs <= {LEARNED_RATIO} x prior_kl = {LEARNED_RATIO * 1.25:.4f}" in text and "1.1250" in text
+    assert "baseline_kl 0.7000" in text and "hms.learned=false" in text
