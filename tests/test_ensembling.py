@@ -212,7 +212,7 @@ def test_evaluate_scores_each_method_in_sample_and_nested_and_times_it():
         w = fit(p, y)
         assert np.allclose(result.weights, w) and result.kl == pytest.approx(kl_divergence(y, blend(p, w)), abs=1e-12)
         assert result.nested_kl == pytest.approx(kl_divergence(y, nested_predictions(fit, p, y, folds)), abs=1e-12)
-        assert 0 <= result.seconds < 5
+        assert 0 <= result.seconds < 0.5  # a fit of milliseconds, timed as a difference of clock readings
     with pytest.raises(dataclasses.FrozenInstanceError):
         results["equal"].kl = 0.0  # a method's result is a record, not a scratch pad
     assert isinstance(results["equal"], MethodResult)
