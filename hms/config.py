@@ -71,6 +71,9 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"cv.only={only} names folds outside 0..{cfg.cv.folds - 1}")
         if len(set(only)) != len(only):
             raise ConfigError(f"cv.only={only} names a fold twice: each fold is trained once")
+    verbose = cfg.trainer.get("verbose", "auto")
+    if verbose != "auto" and verbose not in (0, 1, 2):
+        raise ConfigError(f"trainer.verbose={verbose!r} must be auto, 0, 1 or 2")
     if not isinstance(cfg.augmentation.get("tta", False), bool):
         raise ConfigError(f"augmentation.tta={cfg.augmentation.tta!r} must be true or false")
     if cfg.schedule.name == "step":

@@ -108,6 +108,15 @@ def model_dtypes(model) -> str:
     return f"compute {'/'.join(compute)}, variables {'/'.join(variables)}, output {output}"
 
 
+def progress_verbosity(setting, stream=None) -> int:
+    """Keras' `verbose` for `trainer.verbose`: auto is the animated bar (1) on a terminal and one line per epoch (2)
+    when output goes to a file or a pipe, where every redraw of a bar would be written out."""
+    if setting != "auto":
+        return int(setting)
+    stream = stream or sys.stdout
+    return 1 if hasattr(stream, "isatty") and stream.isatty() else 2
+
+
 def train_fold(cfg, devices, data: TrainingData, fold: int, fresh_model: FreshModel, client, run_id: str, history: dict):
     """Train one fold (and its optional second stage); returns the model and its validation predictions."""
     import keras
@@ -137,12 +146,13 @@ def train_fold(cfg, devices, data: TrainingData, fold: int, fresh_model: FreshMo
     model = fresh_model()
     record = RecordEpoch(client, run_id, history)
     schedule = step_callback(cfg.schedule, cfg.trainer.epochs, len(train), scale)
-    model.fit(train, validation_data=val, epochs=cfg.trainer.epochs, verbose=cfg.trainer.verbose, callbacks=[schedule, record])
+    verbose = progress_verbosity(cfg.trainer.verbose)
+    model.fit(train, validation_data=val, epochs=cfg.trainer.epochs, verbose=verbose, callbacks=[schedule, record])
     if stage2 is not None:
         # Second stage, as the top solutions: fine-tune on the windows most raters agreed to label.
         model.optimizer.learning_rate.assign(scale * cfg.cv.stage2_lr)
         model.fit(stage2, validation_data=val, initial_epoch=cfg.trainer.epochs, epochs=cfg.trainer.epochs + cfg.cv.stage2_epochs,
-                  verbose=cfg.trainer.verbose, callbacks=[record])
+                  verbose=verbose, callbacks=[record])
     predictions = predict_views(model, val, tta_views(cfg.augmentation))
     return model, val_idx, predictions, val
 
@@ -215,8 +225,11 @@ def open_parent(client, cfg: DictConfig, tags: dict | None = None) -> Parent:
         client.set_tag(parent_id, "hms.resumed", "true")
         return Parent(parent_id, client.get_run(parent_id).info.experiment_id, cfg, done)
     experiment = tracking.experiment_id(client, cfg.tracking.experiment)
-    parent = client.create_run(experiment, run_name=f"{cfg.backbone.name}-{cfg.input.mix}-cv{cfg.cv.folds}",
-                               tags={"hms.run_type": "cv", **(tags or {})})
+    tags = tags or {}
+    name = f"{cfg.backbone.name}-{cfg.input.mix}-cv{cfg.cv.folds}"
+    if "hms.sweep" in tags:  # a sweep's trial: its study and number first, as the sweep's runs table lists them
+        name = f"{tags['hms.sweep']}-trial{tags.get('hms.trial', '?')}-{name}"
+    parent = client.create_run(experiment, run_name=name, tags={"hms.run_type": "cv", **tags})
     try:
         shown = tracking.redacted(cfg)
         tracking.log_params(client, parent.info.run_id, tracking.flat_params(shown))

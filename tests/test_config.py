@@ -110,3 +110,20 @@ def test_item18_artifacts_go_beside_the_sqlite_store_not_into_the_working_folder
     client.log_artifact(run.info.run_id, str(tmp_path / "note.txt"))
     assert not (tmp_path / "elsewhere" / "mlruns").exists()
     assert list((tmp_path / "store" / "mlruns").rglob("note.txt"))
+
+
+def test_progress_output_is_a_bar_on_a_terminal_and_a_line_per_epoch_in_a_file(tmp_path):
+    """trainer.verbose=auto: Keras' animated bar only where a terminal shows it; a log file gets one line per epoch."""
+    import os
+
+    from hms.cv import progress_verbosity
+
+    leader, follower = os.openpty()  # a real terminal device
+    with open(follower, "w") as terminal, open(tmp_path / "run.log", "w") as logfile:
+        assert terminal.isatty() and progress_verbosity("auto", terminal) == 1
+        assert progress_verbosity("auto", logfile) == 2
+        assert progress_verbosity(0, terminal) == 0 and progress_verbosity(2, terminal) == 2
+    os.close(leader)
+    assert compose([]).trainer.verbose == "auto"
+    with pytest.raises(ConfigError, match="trainer.verbose='loud' must be auto, 0, 1 or 2"):
+        compose(["trainer.verbose=loud"])

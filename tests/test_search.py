@@ -76,6 +76,7 @@ def test_sweep_prunes_fold_by_fold_resumes_and_reports_the_best(synthetic_root, 
     cv_runs = client.search_runs([experiment], "tags.`hms.run_type` = 'cv'")
     assert sorted(r.data.tags["hms.trial"] for r in cv_runs) == ["0"]
     for run in cv_runs:
+        assert run.info.run_name.startswith(f"tiny-trial{run.data.tags['hms.trial']}-efficientnet_b0")  # study and trial in the name
         assert run.data.tags["hms.sweep"] == "tiny" and run.data.tags["hms.pruned"] == "true"
         assert run.info.status == "KILLED" and set(run.data.metrics) >= {"fold0_kl"} and "fold1_kl" not in run.data.metrics
         folds = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
