@@ -229,7 +229,7 @@ def open_parent(client, cfg: DictConfig, tags: dict | None = None) -> Parent:
     name = f"{cfg.backbone.name}-{cfg.input.mix}-cv{cfg.cv.folds}"
     if "hms.sweep" in tags:  # a sweep's trial: its study and number first, as the sweep's runs table lists them
         name = f"{tags['hms.sweep']}-trial{tags.get('hms.trial', '?')}-{name}"
-    parent = client.create_run(experiment, run_name=name, tags={"hms.run_type": "cv", **tags})
+    parent = client.create_run(experiment, run_name=name, tags=tracking.run_tags({"hms.run_type": "cv", **tags}))
     try:
         shown = tracking.redacted(cfg)
         tracking.log_params(client, parent.info.run_id, tracking.flat_params(shown))
@@ -238,6 +238,18 @@ def open_parent(client, cfg: DictConfig, tags: dict | None = None) -> Parent:
         tracking.fail_run(client, parent.info.run_id, error)
         raise
     return Parent(parent.info.run_id, experiment, cfg)
+
+
+def log_training_data(client, run_id: str, cfg: DictConfig, data: TrainingData) -> None:
+    """The training samples (eeg_id, patient, votes) and the fold assignment as the run's dataset inputs."""
+    columns = ["eeg_id", "patient_id", "total_votes", *TARGET_COLUMNS]
+    name = f"{cfg.data.name}-train"
+    tracking.log_dataset(client, run_id, data.samples[columns], name, data.root, data.digest, "training")
+    import hashlib
+
+    folds = data.samples[["eeg_id", "patient_id", "fold"]]
+    digest = hashlib.sha256(data.digest.encode() + folds.to_numpy("int64").tobytes()).hexdigest()[:16]
+    tracking.log_dataset(client, run_id, folds, f"{name}-folds{cfg.cv.folds}-seed{cfg.seed}", data.root, digest, "fold assignment")
 
 
 def record_fold(client, parent_id: str, child_id: str, fold: int, part: pd.DataFrame, model, baselines: RunBaselines) -> dict:
@@ -298,17 +310,20 @@ def run_cv(cfg: DictConfig, tags: dict | None = None, on_fold=None, overrides=()
     print(f"training on {devices.description}")
     child_id = None
     try:
+        if not cfg.resume:
+            log_training_data(client, parent_id, cfg, data)
         folds = planned_folds(cfg)
         histories, parts, example, fresh_model, stopped = {}, [], None, None, False
         baselines = RunBaselines(data.samples, data.sources, data.fixed_rows)
-        with precision_policy(devices.precision):
+        with precision_policy(devices.precision), tracking.SystemMetrics(
+                parent_id, tracking.tracking_uri(cfg.tracking), cfg.tracking.get("system_metrics")):
             for fold in folds:
                 if fold in parent.done:
                     print(f"fold {fold}: finished earlier, kept")
                     parts.append(parent.done[fold])
                     continue
-                child_id = client.create_run(parent.experiment, run_name=f"fold {fold}", tags={
-                    "mlflow.parentRunId": parent_id, "hms.fold": str(fold), "hms.run_type": "fold"}).info.run_id
+                child_id = client.create_run(parent.experiment, run_name=f"fold {fold}", tags=tracking.run_tags({
+                    "mlflow.parentRunId": parent_id, "hms.fold": str(fold), "hms.run_type": "fold"})).info.run_id
                 if fresh_model is None:
                     fresh_model = FreshModel(cfg, devices, len(data.sources), _steps_per_epoch(cfg, data.samples))
                     client.set_tag(parent_id, "hms.dtypes", model_dtypes(fresh_model.model))

@@ -174,7 +174,8 @@ def run_ensemble(tracking_uri: str | None = None, experiment: str = "hms", run_i
     experiment_id = tracking.experiment_id(client, experiment)
     members = [m for m in np.argsort(-weights) if weights[m] > 0]
     run = client.create_run(experiment_id, run_name=f"ensemble-{len(members)}of{len(candidates.run_ids)}-{mode}",
-                            tags={"hms.run_type": "ensemble", "hms.members": ",".join(candidates.run_ids[m] for m in members)})
+                            tags=tracking.run_tags({"hms.run_type": "ensemble",
+                                                   "hms.members": ",".join(candidates.run_ids[m] for m in members)}))
     run_id = run.info.run_id
     try:
         tracking.log_params(client, run_id, {

@@ -7,6 +7,7 @@ memory-mapped tiles of every training (or test) item, with the rows whose files 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -68,6 +69,8 @@ class TrainingData:
     fixed_rows: np.ndarray
     window_rows: list
     row_eeg_ids: np.ndarray  # the eeg_id of each cache row
+    root: str = ""
+    digest: str = ""  # of every input the features were made from (the caches' keys)
 
 
 def load_training_data(cfg: DictConfig) -> TrainingData:
@@ -91,5 +94,8 @@ def load_training_data(cfg: DictConfig) -> TrainingData:
     samples = samples[keep].reset_index(drop=True)
     fixed_rows = fixed_rows[keep]
     window_rows = [per_eeg.loc[e] for e in samples.eeg_id] if cfg.data.sampling == "random" else [[r] for r in fixed_rows]
+    import hashlib
+
+    digest = hashlib.sha256(" ".join(sorted(c.path.name for c in caches.values())).encode()).hexdigest()[:16]
     return TrainingData(samples, [caches[k].features for k in feature_kinds(cfg.input.mix)], fixed_rows, window_rows,
-                        items.eeg_id.to_numpy(np.int64))
+                        items.eeg_id.to_numpy(np.int64), str(Path(root).resolve()), digest)

@@ -290,7 +290,9 @@ def _sweep_run(client, experiment: str, study_name: str, space: Space, storage: 
     runs = client.search_runs([experiment], f"tags.`hms.run_type` = 'sweep' and tags.`hms.sweep` = '{study_name}'")
     if runs:
         return runs[0].info.run_id
-    run = client.create_run(experiment, run_name=f"sweep {study_name}", tags={"hms.run_type": "sweep", "hms.sweep": study_name})
+    from .tracking import run_tags
+
+    run = client.create_run(experiment, run_name=f"sweep {study_name}", tags=run_tags({"hms.run_type": "sweep", "hms.sweep": study_name}))
     # Workers on several machines may start at once: the oldest sweep run of the study is the one.
     runs = client.search_runs([experiment], f"tags.`hms.run_type` = 'sweep' and tags.`hms.sweep` = '{study_name}'",
                               order_by=["attributes.start_time ASC"])

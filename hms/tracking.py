@@ -136,3 +136,50 @@ def fail_run(client, run_id: str, error: BaseException) -> None:
     message = f"{type(error).__name__}: {error}"
     client.set_tag(run_id, "hms.error", message[:5000])
     client.set_terminated(run_id, "FAILED")
+
+
+def run_tags(tags: dict) -> dict:
+    """`tags` with the provenance MLflow's fluent runs carry: source name and type, git commit (when the
+    command runs from a git checkout), user. Runs made with MlflowClient.create_run get none by themselves."""
+    from mlflow.tracking.context.registry import resolve_tags
+
+    return resolve_tags(dict(tags))
+
+
+class SystemMetrics:
+    """CPU, memory, disk, network (and GPU, with pynvml) of the machine sampled every `seconds` into a run's
+    `system/` metrics while the block runs; `seconds` null or 0 turns it off."""
+
+    def __init__(self, run_id: str, uri: str, seconds):
+        self.monitor = None
+        if seconds:
+            import logging
+
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # no start/stop chatter per run
+            self.monitor = SystemMetricsMonitor(run_id, sampling_interval=float(seconds), samples_before_logging=1,
+                                                tracking_uri=uri)
+
+    def __enter__(self):
+        if self.monitor is not None:
+            self.monitor.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.monitor is not None:
+            self.monitor.finish()
+        return False
+
+
+def log_dataset(client, run_id: str, frame, name: str, source: str, digest: str, context: str) -> None:
+    """A table as an MLflow dataset input of the run (the UI's Datasets column): name, digest, source."""
+    import warnings
+
+    import mlflow.data
+    from mlflow.entities import DatasetInput, InputTag
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # MLflow's hint about integer columns in an inferred schema
+        dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest)
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])])

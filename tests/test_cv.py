@@ -17,7 +17,7 @@ from hms.constants import CLASSES
 from hms.metrics import kl_divergence
 from hms.cv import run_cv
 
-from .helpers import run_module, runs, tiny
+from .helpers import REPO, run_module, runs, tiny
 
 
 pytestmark = pytest.mark.slow  # trains real models or runs commands
@@ -63,6 +63,20 @@ def test_cv_run_writes_every_record(cv_run):
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "models")} == {"models/fold0.weights.h5", "models/fold1.weights.h5"}
     plots = {a.path.split("/")[-1] for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert plots == {"learning_curves.png", "confusion_matrix.png", "per_class_kl.png", "input_montage.png"}
+    # Provenance as fluent runs have it, system metrics sampled while training, the data as dataset inputs.
+    for run in (parent, *children):
+        assert {"mlflow.source.name", "mlflow.source.type", "mlflow.user"} <= set(run.data.tags)
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(parent.data.metrics)
+    inputs = {d.dataset.name: d for d in parent.inputs.dataset_inputs}
+    assert set(inputs) == {"kaggle-train", "kaggle-train-folds2-seed42"}
+    assert [t.value for t in inputs["kaggle-train"].tags] == ["training"]
+    assert [t.value for t in inputs["kaggle-train-folds2-seed42"].tags] == ["fold assignment"]
+    import json
+
+    folds = inputs["kaggle-train-folds2-seed42"].dataset
+    assert [c["name"] for c in json.loads(folds.schema)["mlflow_colspec"]] == ["eeg_id", "patient_id", "fold"]
+    assert json.loads(folds.profile)["num_rows"] == 40  # every eeg_id of the dataset
+    assert inputs["kaggle-train"].dataset.digest != inputs["kaggle-train-folds2-seed42"].dataset.digest
 
 
 def test_logged_cv_kl_equals_the_official_kl_of_oof(cv_run, synthetic_root):
@@ -148,6 +162,11 @@ def test_item10_two_runs_at_once_on_fresh_stores_both_finish_one_on_two_replicas
     parents = [r for r in all_runs if r.data.tags.get("hms.run_type") == "cv"]
     assert len(parents) == 2 and all(r.info.status == "FINISHED" and np.isfinite(r.data.metrics["cv_kl"]) for r in parents)
     assert sorted(r.data.params["cv.only"] for r in parents) == ["[0]", "[1]"]
+    # Run from this checkout, the runs carry its git commit, as fluent MLflow runs do.
+    if (REPO / ".git").exists():
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        assert all(r.data.tags.get("mlflow.source.git.commit") == head for r in parents)
+    assert all(r.data.tags["mlflow.source.name"].endswith("hms/train.py") for r in parents)
     assert not list((tmp_path / "cache").glob("*.creating*"))
 
 
