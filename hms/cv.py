@@ -252,22 +252,42 @@ def log_training_data(client, run_id: str, cfg: DictConfig, data: TrainingData) 
     tracking.log_dataset(client, run_id, folds, f"{name}-folds{cfg.cv.folds}-seed{cfg.seed}", data.root, digest, "fold assignment")
 
 
-def record_fold(client, parent_id: str, child_id: str, fold: int, part: pd.DataFrame, model, baselines: RunBaselines) -> dict:
-    """A finished fold's records: its OOF rows, KL and baselines on its child run, its weights on the parent."""
+def record_fold(client, parent: Parent, child_id: str, fold: int, part: pd.DataFrame, model, baselines: RunBaselines) -> dict:
+    """A finished fold's records: its OOF rows, KL and baselines on its child run, its weights on the parent, and
+    the fold model as an MLflow logged model (its config and weights; the fold's KL and baselines as its metrics)."""
+    parent_id = parent.run_id
     fold_kl = cv_scores(part)["cv_kl"]
     tracking.log_frame(client, child_id, part, "oof_fold.parquet")
-    client.log_metric(child_id, "kl", fold_kl)
     scores = {"kl": fold_kl, **baselines.scores([fold])}
-    for key, value in scores.items():
-        if key != "kl":
-            client.log_metric(child_id, key, value)
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / f"fold{fold}.weights.h5"
         model.save_weights(weights)
         client.log_artifact(parent_id, str(weights), "models")
+        (Path(tmp) / "config.yaml").write_text(OmegaConf.to_yaml(tracking.redacted(parent.cfg), resolve=True))
+        model_id = log_fold_model(client, parent, child_id, fold, Path(tmp))
+    for key, value in scores.items():
+        client.log_metric(child_id, key, value, model_id=model_id)
     client.log_metric(parent_id, f"fold{fold}_kl", fold_kl)
     client.set_terminated(child_id, "FINISHED")
     return scores
+
+
+def log_fold_model(client, parent: Parent, child_id: str, fold: int, folder: Path) -> str:
+    """One fold's model as an MLflow logged model (`models:/<id>`): `config.yaml` and `fold<k>.weights.h5`,
+    made by the fold's run, with the fold and the CV run as params and tags. Returns its model id."""
+    cfg = parent.cfg
+    logged = client.create_logged_model(
+        parent.experiment, name=f"{cfg.backbone.name}-{cfg.input.mix}-fold{fold}", source_run_id=child_id,
+        params={"fold": str(fold), "cv_run": parent.run_id, "backbone.name": cfg.backbone.name, "input.mix": cfg.input.mix,
+                "input.tile": str(list(cfg.input.tile)), "cv.folds": str(cfg.cv.folds)},
+        tags={"hms.fold": str(fold), "hms.cv_run": parent.run_id}, model_type="hms-fold")
+    try:
+        client.log_model_artifacts(logged.model_id, str(folder))
+    except BaseException:
+        client.finalize_logged_model(logged.model_id, "FAILED")
+        raise
+    client.finalize_logged_model(logged.model_id, "READY")
+    return logged.model_id
 
 
 def finish_parent(client, parent_id: str, parts, baselines: RunBaselines, histories, example, stopped: bool):
@@ -330,7 +350,7 @@ def run_cv(cfg: DictConfig, tags: dict | None = None, on_fold=None, overrides=()
                 model, rows, predictions, val = train_fold(cfg, devices, data, fold, fresh_model, client, child_id,
                                                            histories.setdefault(fold, {}))
                 part = oof_frame(data.samples, rows, predictions)
-                scores = record_fold(client, parent_id, child_id, fold, part, model, baselines)
+                scores = record_fold(client, parent, child_id, fold, part, model, baselines)
                 child_id = None
                 print(f"fold {fold}: KL {scores['kl']:.4f}  prior_kl {scores['prior_kl']:.4f}  baseline_kl {scores['baseline_kl']:.4f}")
                 parts.append(part)

@@ -64,6 +64,45 @@ def export(client, to, run_id: str | None = None, ensemble_id: str | None = None
     return to
 
 
+def export_logged_models(client, to, uris) -> Path:
+    """Write a model folder from fold models logged in MLflow (`models:/<model id>`). Folds of one CV run make one
+    member (weight 1), predicting with exactly the folds given; several CV runs are averaged."""
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    to = Path(to)
+    members: dict[str, dict] = {}
+    for uri in uris:
+        if not str(uri).startswith("models:/"):
+            raise PredictError(f"{uri}: not a models:/<model id> URI")
+        model_id = str(uri).removeprefix("models:/").strip("/")
+        try:
+            logged = client.get_logged_model(model_id)
+        except MlflowException as error:
+            raise PredictError(f"{uri}: no such logged model ({error.message})") from None
+        cv_run, fold = logged.tags.get("hms.cv_run"), logged.tags.get("hms.fold")
+        if cv_run is None or fold is None:
+            raise PredictError(f"{uri}: not an hms fold model (no hms.cv_run / hms.fold tags)")
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=logged.artifact_location, dst_path=tmp,
+                                                            tracking_uri=client.tracking_uri))
+            folder = to / cv_run
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copy(local / f"fold{fold}.weights.h5", folder / f"fold{fold}.weights.h5")
+            member = members.setdefault(cv_run, {"config": OmegaConf.load(local / "config.yaml"), "folds": []})
+        member["folds"].append(int(fold))
+    if not members:
+        raise PredictError("no models:/ URIs given")
+    for cv_run, member in members.items():
+        member["config"].cv.only = sorted(set(member["folds"]))  # predict with exactly the folds given
+        OmegaConf.save(member["config"], to / cv_run / "config.yaml")
+    bundle = {"format": 1, "blend": "prob", "source": " ".join(map(str, uris)),
+              "members": [{"run_id": cv_run, "name": None, "weight": 1.0} for cv_run in members]}
+    (to / BUNDLE_FILE).write_text(json.dumps(bundle, indent=2))
+    load_bundle(to)
+    return to
+
+
 def _get_run(client, run_id: str):
     from mlflow.exceptions import MlflowException
 

@@ -1,6 +1,6 @@
 """`python -m hms.predict`: test-set inference in Kaggle's submission format from a CV run, an ensemble or a model folder.
 
-    python -m hms.predict (--run ID | --ensemble ID | --models DIR) [overrides] --out submission.csv
+    python -m hms.predict (--run ID | --ensemble ID | --models DIR | --model-uri models:/ID ...) [overrides] --out submission.csv
     python -m hms.predict export (--run ID | --ensemble ID) --to DIR [tracking.uri=...]
 
 Overrides are Hydra's (`data=kaggle data.root=DIR`, `tracking.uri=...`); without them the test split
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .config import ConfigError, compose, validate
 from .dataset import DataError
-from .inference import PredictError, export, load_bundle, predict
+from .inference import PredictError, export, export_logged_models, load_bundle, predict
 from .tracking import client_for
 
 
@@ -42,8 +42,12 @@ def main(argv=None) -> int:
         parser.add_argument("--to", required=True, help="folder to write the models into")
     else:
         source.add_argument("--models", help="a folder written by `python -m hms.predict export`")
+        source.add_argument("--model-uri", nargs="+", help="fold models logged in MLflow: models:/<model id> ...")
         parser.add_argument("--out", default="submission.csv")
     args, overrides = parser.parse_known_args(argv[1:] if exporting else argv)
+    if getattr(args, "model_uri", None):  # `--model-uri A B data=kaggle ...`: the overrides are not URIs
+        overrides = [u for u in args.model_uri if "=" in u and not u.startswith("models:/")] + overrides
+        args.model_uri = [u for u in args.model_uri if u not in overrides]
     unknown = [o for o in overrides if "=" not in o]
     if unknown:
         parser.error(f"unrecognised arguments: {' '.join(unknown)}")
@@ -55,7 +59,10 @@ def main(argv=None) -> int:
             print(f"wrote {folder}: predict offline with python -m hms.predict --models {folder} ...")
             return 0
         with tempfile.TemporaryDirectory() as tmp:
-            folder = args.models or export(client_for(cfg.tracking), Path(tmp) / "models", args.run, args.ensemble)
+            if args.model_uri:
+                folder = export_logged_models(client_for(cfg.tracking), Path(tmp) / "models", args.model_uri)
+            else:
+                folder = args.models or export(client_for(cfg.tracking), Path(tmp) / "models", args.run, args.ensemble)
             submission = predict(load_bundle(folder), cfg)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         submission.to_csv(args.out, index=False)

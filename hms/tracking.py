@@ -181,5 +181,5 @@ def log_dataset(client, run_id: str, frame, name: str, source: str, digest: str,
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # MLflow's hint about integer columns in an inferred schema
-        dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest)
-    client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])])
+        entity = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest)._to_mlflow_entity()
+    client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])])

@@ -104,6 +104,28 @@ def test_exported_models_predict_offline_the_same_submission(learned_run, tmp_pa
     assert not (tmp_path / "none").exists()
     pd.testing.assert_frame_equal(pd.read_csv(online), pd.read_csv(offline))
 
+    # The fold models are MLflow logged models too (models:/<id>): one per fold, made by its fold run, with its
+    # fold and KL; predicting from them gives the same submission.
+    client, experiment, all_runs = runs(store)
+    fold_runs = {r.data.tags["hms.fold"]: r for r in all_runs if r.data.tags.get("mlflow.parentRunId") == run_id}
+    logged = [m for m in client.search_logged_models([experiment.experiment_id]) if m.tags.get("hms.cv_run") == run_id]
+    from mlflow.entities import LoggedModelStatus
+
+    assert sorted(m.params["fold"] for m in logged) == ["0", "1"] and all(m.status == LoggedModelStatus.READY for m in logged)
+    for model in logged:
+        source = fold_runs[model.params["fold"]]
+        assert model.source_run_id == source.info.run_id
+        assert {m.key: m.value for m in model.metrics}["kl"] == pytest.approx(source.data.metrics["kl"])
+    uris = [f"models:/{m.model_id}" for m in sorted(logged, key=lambda m: m.params["fold"])]
+    from hms.inference import export_logged_models
+
+    folder = export_logged_models(client, tmp_path / "logged", uris)
+    from_uris = predict(load_bundle(folder), compose(data_overrides(root, store)))
+    np.testing.assert_allclose(from_uris[list(VOTE_COLUMNS)].to_numpy(), pd.read_csv(online)[list(VOTE_COLUMNS)].to_numpy(),
+                               atol=1e-9)
+    refused = run_module("hms.predict", "--model-uri", "models:/m-0000", *data_overrides(root, store), "--out", tmp_path / "x.csv")
+    assert refused.returncode == 2 and "models:/m-0000: no such logged model" in refused.stderr
+
 
 def test_a_bad_model_folder_is_named(learned_run, tmp_path):
     store, root, run_id = learned_run
