@@ -127,3 +127,12 @@ def test_progress_output_is_a_bar_on_a_terminal_and_a_line_per_epoch_in_a_file(t
     assert compose([]).trainer.verbose == "auto"
     with pytest.raises(ConfigError, match="trainer.verbose='loud' must be auto, 0, 1 or 2"):
         compose(["trainer.verbose=loud"])
+
+
+def test_a_multirun_writes_no_folders_where_it_runs(tmp_path):
+    """Hydra's -m bookkeeping (multirun.yaml, job folders) goes to the temp folder, not the working folder."""
+    import os
+
+    result = run_module("hms.train", "-m", "cv.folds=1", cwd=tmp_path, env={**os.environ, "TMPDIR": str(tmp_path / "tmp")})
+    assert result.returncode != 0 and "cv.folds=1 must be at least 2" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tmp"] and list((tmp_path / "tmp" / "hms-multirun").iterdir())
