@@ -171,6 +171,7 @@ def test_optuna_blend_starts_from_the_best_single_run_and_equal_weights():
     y = rng.dirichlet(np.ones(6), 100)
     p = np.stack([rng.dirichlet(np.ones(6), 100), rng.dirichlet(np.ones(6), 100), 0.9 * y + 0.1 / 6])
     assert np.allclose(fit_optuna(p, y, trials=2), [0, 0, 1])
+    assert np.allclose(fit_optuna(p[::-1], y, trials=2), [1, 0, 0])  # the best single run first: only it is used
     mirrored, truth = mirrored_runs()
     assert np.allclose(fit_optuna(mirrored, truth, trials=2), [0.5, 0.5])  # the second warm start: equal weights
 
@@ -222,10 +223,26 @@ def test_a_blend_mode_that_does_not_exist_is_refused_and_optuna_weights_stay_on_
     rng = np.random.default_rng(6)
     y = rng.dirichlet(np.ones(6), 50)
     p = np.stack([rng.dirichlet(np.ones(6), 50) for _ in range(4)])
-    for mode in ("geometric", "abc"):  # "abc" sorts before "log": a mode is matched by name, not by order
+    for mode in ("geometric", "abc", "zzz"):  # modes sorting before and after "log" and "prob": matched by name, not order
         with pytest.raises(ValueError, match="blend mode must be one of"):
             blend(p, [1, 1, 1, 1], mode)
     w = fit_optuna(p, y, trials=30, seed=1)
     assert (w >= 0).all() and w.sum() == pytest.approx(1)
     one = fit_optuna(p, y, trials=30, max_members=1, seed=2)
     assert (one > 0).sum() == 1 and one.max() == pytest.approx(1)
+
+
+def test_nested_estimate_with_three_folds_fits_each_fold_on_the_two_others():
+    # Run k is right on fold k only, and wrong in its own way elsewhere. Nested, a fold's rows are blended with the
+    # run that is best on the other two folds (never the fold's own run), so each fold shows another run's mistake.
+    y = np.tile(np.eye(6)[0], (30, 1))
+    folds = np.repeat([0, 1, 2], 10)
+    good = np.array([0.9, 0.02, 0.02, 0.02, 0.02, 0.02])
+    bad = [np.array([0.2 - 0.05 * k, 0.2 + 0.05 * k, 0.15, 0.15, 0.15, 0.15]) for k in range(3)]  # run 0 the least wrong
+    p = np.stack([np.where((folds == k)[:, None], good, bad[k] / bad[k].sum()) for k in range(3)])
+    nested = nested_predictions(fit_best_single, p, y, folds)
+    for fold in range(3):
+        others = folds != fold
+        best_elsewhere = int(np.argmin([kl_divergence(y[others], q[others]) for q in p]))  # worked out here
+        assert best_elsewhere != fold
+        np.testing.assert_allclose(nested[folds == fold], p[best_elsewhere, folds == fold])

@@ -73,6 +73,8 @@ def test_run_baselines_predict_each_fold_with_the_other_folds_prior(samples):
     assert list(table.columns) == ["eeg_id", "fold", *[f"prior_{c}" for c in CLASSES], *[f"baseline_{c}" for c in CLASSES]]
     line = score_line({"cv_kl": 0.5, **scores})
     assert line.startswith(f"cv_kl 0.5000  prior_kl {scores['prior_kl']:.4f}  baseline_kl {scores['baseline_kl']:.4f}")
+    assert line.endswith(f"   (>= 10 votes: prior_kl_hq {scores['prior_kl_hq']:.4f}  baseline_kl_hq {scores['baseline_kl_hq']:.4f})")
+    assert "votes" not in score_line({"cv_kl": 0.5, "prior_kl": 1.0})  # no such rows, no brackets
 
 
 def test_the_not_learned_warning_states_the_threshold_it_used():
