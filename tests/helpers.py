@@ -22,7 +22,7 @@ def run_module(*args, cwd=None, env=None):
                           capture_output=True, text=True, timeout=900)
 
 
-TINY = ["backbone=efficientnet_b0", "input.tile=[16,32]", "trainer.batch_size=16", "trainer.verbose=0",
+TINY = ["backbone=efficientnet_b0", "input.tile=[16,32]", "trainer.batch_size=16", "trainer.verbose=0", "tracking.system_metrics=null",
         "trainer.epochs=2", "schedule.steps=[[0,1.0e-3],[0.5,3.0e-4]]"]
 
 

@@ -51,12 +51,19 @@ def test_default_recipe_learns_on_data_it_was_not_tuned_on(learned_run):
     assert run.data.tags["hms.learned"] == "true"
 
 
-def test_submission_of_a_run_has_kaggle_format_and_beats_the_prior(learned_run, tmp_path):
+@pytest.fixture(scope="session")
+def run_submission(learned_run, tmp_path_factory):
+    """`python -m hms.predict --run ID` on the learned run, once for the tests that read its submission."""
     store, root, run_id = learned_run
-    out = tmp_path / "submission.csv"
+    out = tmp_path_factory.mktemp("run_submission") / "submission.csv"
     done = run_module("hms.predict", "--run", run_id, *data_overrides(root, store), "--out", out)
     assert done.returncode == 0, done.stderr
-    submission = pd.read_csv(out)
+    return out
+
+
+def test_submission_of_a_run_has_kaggle_format_and_beats_the_prior(learned_run, run_submission, tmp_path):
+    store, root, run_id = learned_run
+    submission = pd.read_csv(run_submission)
     assert list(submission.columns) == list(SUBMISSION_COLUMNS)
     assert submission.eeg_id.tolist() == pd.read_csv(root / "sample_submission.csv").eeg_id.tolist()
     probabilities = submission[list(VOTE_COLUMNS)].to_numpy()
@@ -88,15 +95,14 @@ def test_submission_of_a_run_has_kaggle_format_and_beats_the_prior(learned_run, 
     assert to_mean < 1e-6 and to_mean * 10 < to_plain, (to_mean, to_plain)
 
 
-def test_exported_models_predict_offline_the_same_submission(learned_run, tmp_path):
+def test_exported_models_predict_offline_the_same_submission(learned_run, run_submission, tmp_path):
     store, root, run_id = learned_run
     folder = tmp_path / "models"
     done = run_module("hms.predict", "export", "--run", run_id, "--to", folder, *data_overrides(root, store))
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (folder / run_id).iterdir()) == ["config.yaml", "fold0.weights.h5", "fold1.weights.h5"]
     assert json.loads((folder / "ensemble.json").read_text())["members"][0]["weight"] == 1.0
-    online, offline = tmp_path / "online.csv", tmp_path / "offline.csv"
-    assert run_module("hms.predict", "--run", run_id, *data_overrides(root, store), "--out", online).returncode == 0
+    online, offline = run_submission, tmp_path / "offline.csv"
     # No MLflow store at all: the folder is everything a Kaggle notebook has.
     offline_args = [*data_overrides(root, store)[:-1], f"tracking.uri=sqlite:///{tmp_path}/none/mlflow.db"]
     done = run_module("hms.predict", "--models", folder, *offline_args, "--out", offline)
@@ -123,8 +129,8 @@ def test_exported_models_predict_offline_the_same_submission(learned_run, tmp_pa
     from_uris = predict(load_bundle(folder), compose(data_overrides(root, store)))
     np.testing.assert_allclose(from_uris[list(VOTE_COLUMNS)].to_numpy(), pd.read_csv(online)[list(VOTE_COLUMNS)].to_numpy(),
                                atol=1e-9)
-    refused = run_module("hms.predict", "--model-uri", "models:/m-0000", *data_overrides(root, store), "--out", tmp_path / "x.csv")
-    assert refused.returncode == 2 and "models:/m-0000: no such logged model" in refused.stderr
+    with pytest.raises(PredictError, match="models:/m-0000: no such logged model"):
+        export_logged_models(client, tmp_path / "none", ["models:/m-0000"])
 
 
 def test_a_bad_model_folder_is_named(learned_run, tmp_path):
