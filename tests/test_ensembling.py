@@ -20,7 +20,10 @@ from .helpers import SAME_FOLDS, data_overrides, run_module, runs, tiny
 
 @pytest.fixture(scope="session")
 def candidate_runs(synthetic_root, tmp_path_factory):
-    """Three tiny 2-fold runs over the same samples and folds (different inputs), and one 3-fold run of fold 0 only."""
+    """Three tiny 2-fold runs over the same samples and folds (different inputs), and a finished CV run over other
+    rows and 3 folds (recorded as such a run would be: tags, cv.folds param, an oof.parquet of its own)."""
+    from hms import tracking
+
     store = tmp_path_factory.mktemp("ensemble")
     cwd = os.getcwd()
     os.chdir(store)
@@ -28,7 +31,14 @@ def candidate_runs(synthetic_root, tmp_path_factory):
         for extra in (["input.mix=both", "augmentation=hemisphere"], ["input.mix=eeg", "augmentation=flip"],
                       ["input.mix=kaggle", "augmentation=none", "trainer.epochs=3"]):
             run_cv(compose(tiny(synthetic_root, store, "cv.folds=2", *extra)))
-        run_cv(compose(tiny(synthetic_root, store, "cv.folds=3", "cv.only=[0]", "trainer.epochs=1")))
+        client, experiment, all_runs = runs(store)
+        first = next(r for r in all_runs if r.data.tags.get("hms.run_type") == "cv")
+        oof = oof_of(client, first.info.run_id, store).reset_index(drop=True)
+        oof = oof.iloc[: 2 * len(oof) // 3].assign(fold=lambda f: np.arange(len(f)) % 3)  # other rows, other folds
+        run = client.create_run(experiment.experiment_id, run_name="three-folds", tags={"hms.run_type": "cv"})
+        client.log_param(run.info.run_id, "cv.folds", "3")
+        tracking.log_frame(client, run.info.run_id, oof, "oof.parquet")
+        client.set_terminated(run.info.run_id, "FINISHED")
     finally:
         os.chdir(cwd)
     client, _, all_runs = runs(store)

@@ -18,7 +18,7 @@ direction: minimize
 sampler: {{name: random, seed: 0}}
 pruner: {pruner}
 base: ["input.tile=[16,32]", trainer.epochs=1, cv.folds=2, "schedule.steps=[[0,1.0e-3]]", trainer.batch_size=16,
-       trainer.verbose=0, data.workers=1]
+       trainer.verbose=0, data.workers=1, tracking.system_metrics=null]
 params:
   backbone.dropout: {{type: float, low: 0.0, high: 0.5}}
   augmentation: {{type: categorical, choices: [none, flip]}}
@@ -60,7 +60,7 @@ def test_shipped_spaces_compose():
 
 
 @pytest.mark.slow
-def test_sweep_prunes_fold_by_fold_resumes_and_reports_the_best(synthetic_root, tmp_path):
+def test_sweep_prunes_fold_by_fold_and_records_the_pruned_trial(synthetic_root, tmp_path):
     storage = f"sqlite:///{tmp_path}/study.db"
     # Every trial's first fold exceeds an upper bound of 0: each is pruned after 1 of its 2 folds.
     pruning = write_space(tmp_path, "pruning", "tiny", "{name: threshold, upper: 0.0}")
@@ -85,33 +85,11 @@ def test_sweep_prunes_fold_by_fold_resumes_and_reports_the_best(synthetic_root, 
     assert len(sweep_runs) == 1 and sweep_runs[0].data.tags["hms.sweep"] == "tiny"
     assert all(r.data.tags["mlflow.parentRunId"] == sweep_runs[0].info.run_id for r in cv_runs)  # shown under the sweep
 
-    # The same study again, asked for 2 in all and without pruning: one more trial, run to the end.
-    full = write_space(tmp_path, "full", "tiny", "{name: none}")
-    second = run_module("hms.sweep", "launch", full, "--trials", "2", "--storage", storage,
-                        *data_overrides(synthetic_root, tmp_path), cwd=tmp_path)
-    assert second.returncode == 0, second.stderr[-3000:]
-    study = optuna.load_study(study_name="tiny", storage=storage)
-    assert len(study.trials) == 2 and study.trials[1].state == optuna.trial.TrialState.COMPLETE
-    assert len(client.search_runs([experiment], "tags.`hms.run_type` = 'sweep'")) == 1  # the same sweep run
-    sweep_run = client.search_runs([experiment], "tags.`hms.run_type` = 'sweep'")[0]
-    assert sweep_run.info.status == "FINISHED"
-    assert sweep_run.data.metrics["best_value"] == pytest.approx(study.best_value)
-    assert "plots/optimization_history.png" in {a.path for a in client.list_artifacts(sweep_run.info.run_id, "plots")}
-
-    best = run_module("hms.sweep", "best", "--study", "tiny", "--storage", storage, cwd=tmp_path)
-    assert best.returncode == 0 and "best trial 1" in best.stdout
-    run_id = study.trials[1].user_attrs["mlflow_run_id"]
-    assert f"MLflow run: {run_id}" in best.stdout
-    assert client.get_run(run_id).data.metrics["cv_kl"] == pytest.approx(study.best_value)
-    assert "reproduce: python -m hms.train" in best.stdout and "backbone.dropout=" in best.stdout
     table = run_module("hms.sweep", "status", "--study", "tiny", "--storage", storage, cwd=tmp_path)
-    assert table.stdout.count("PRUNED") == 1 and table.stdout.count("COMPLETE") == 1
-    # Each trial's row shows its own run's baselines beside its value.
-    for trial in study.trials:
-        metrics = client.get_run(trial.user_attrs["mlflow_run_id"]).data.metrics
-        row = next(line for line in table.stdout.splitlines() if line.split()[:2] == [str(trial.number), trial.state.name])
-        assert f"{metrics['prior_kl']:.4f}" in row and f"{metrics['baseline_kl']:.4f}" in row
-    assert "prior_kl" in best.stdout and "baseline_kl" in best.stdout
+    assert table.returncode == 0 and table.stdout.count("PRUNED") == 1
+    metrics = client.get_run(study.trials[0].user_attrs["mlflow_run_id"]).data.metrics
+    row = next(line for line in table.stdout.splitlines() if line.split()[:2] == ["0", "PRUNED"])
+    assert f"{metrics['prior_kl']:.4f}" in row and f"{metrics['baseline_kl']:.4f}" in row  # its own run's baselines
 
 
 @pytest.mark.slow
@@ -215,6 +193,25 @@ def test_default_median_pruner_sees_the_running_mean_of_the_fold_kls(synthetic_r
     third = study.trials[2]
     assert (third.state == optuna.trial.TrialState.PRUNED) == (fold_kls[2][0] > median)
     assert len(fold_kls[2]) == (1 if fold_kls[2][0] > median else 2)
+
+    # The sweep's records and reports: its MLflow run, `best` and `status` as the commands print them.
+    sweep_runs = client.search_runs([experiment], "tags.`hms.run_type` = 'sweep'")
+    assert len(sweep_runs) == 1 and sweep_runs[0].info.status == "FINISHED"
+    assert sweep_runs[0].data.metrics["best_value"] == pytest.approx(study.best_value)
+    assert "plots/optimization_history.png" in {a.path for a in client.list_artifacts(sweep_runs[0].info.run_id, "plots")}
+    best = run_module("hms.sweep", "best", "--study", "median", "--storage", storage, cwd=tmp_path)
+    assert best.returncode == 0 and f"best trial {study.best_trial.number}" in best.stdout
+    run_id = study.best_trial.user_attrs["mlflow_run_id"]
+    assert f"MLflow run: {run_id}" in best.stdout
+    assert client.get_run(run_id).data.metrics["cv_kl"] == pytest.approx(study.best_value)
+    assert "reproduce: python -m hms.train" in best.stdout and "backbone.dropout=" in best.stdout
+    assert "prior_kl" in best.stdout and "baseline_kl" in best.stdout
+    table = run_module("hms.sweep", "status", "--study", "median", "--storage", storage, cwd=tmp_path)
+    assert table.stdout.count("COMPLETE") == sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) >= 2
+    for trial in study.trials:  # each trial's row shows its own run's baselines beside its value
+        metrics = client.get_run(trial.user_attrs["mlflow_run_id"]).data.metrics
+        row = next(line for line in table.stdout.splitlines() if line.split()[:2] == [str(trial.number), trial.state.name])
+        assert f"{metrics['prior_kl']:.4f}" in row and f"{metrics['baseline_kl']:.4f}" in row
 
 
 def _study_with_one_trial(tmp_path, name="relaunch"):
