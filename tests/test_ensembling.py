@@ -256,3 +256,13 @@ def test_nested_estimate_with_three_folds_fits_each_fold_on_the_two_others():
         best_elsewhere = int(np.argmin([kl_divergence(y[others], q[others]) for q in p]))  # worked out here
         assert best_elsewhere != fold
         np.testing.assert_allclose(nested[folds == fold], p[best_elsewhere, folds == fold])
+
+
+def test_greedy_returns_the_best_single_run_when_no_blend_beats_it():
+    # Run 0 is close to the votes, runs 1 and 2 are noise: every blend with them is worse, so greedy's best prefix is
+    # run 0 alone (a step that scored blends by the wrong weights would still pair it with another run).
+    rng = np.random.default_rng(7)
+    y = rng.dirichlet(np.ones(6), 80)
+    p = np.stack([0.95 * y + 0.05 / 6, rng.dirichlet(np.ones(6), 80), rng.dirichlet(np.ones(6), 80)])
+    assert kl_divergence(y, p[0]) < min(kl_divergence(y, blend(p, w)) for w in ([1, 1, 0], [1, 0, 1], [2, 1, 0]))
+    assert np.allclose(fit_greedy(p, y), [1, 0, 0])
