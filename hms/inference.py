@@ -59,9 +59,7 @@ def export(client, to, run_id: str | None = None, ensemble_id: str | None = None
             shutil.copy(config, folder / "config.yaml")
             for weights in sorted(Path(models).glob("fold*.weights.h5")):
                 shutil.copy(weights, folder / weights.name)
-    (to / BUNDLE_FILE).write_text(json.dumps(bundle, indent=2))
-    load_bundle(to)  # what was written must load
-    return to
+    return _write_bundle(to, bundle)
 
 
 def export_logged_models(client, to, uris) -> Path:
@@ -98,6 +96,11 @@ def export_logged_models(client, to, uris) -> Path:
         OmegaConf.save(member["config"], to / cv_run / "config.yaml")
     bundle = {"format": 1, "blend": "prob", "source": " ".join(map(str, uris)),
               "members": [{"run_id": cv_run, "name": None, "weight": 1.0} for cv_run in members]}
+    return _write_bundle(to, bundle)
+
+
+def _write_bundle(to: Path, bundle: dict) -> Path:
+    """Write a model folder's ensemble.json and check that the folder, as written, loads."""
     (to / BUNDLE_FILE).write_text(json.dumps(bundle, indent=2))
     load_bundle(to)
     return to
