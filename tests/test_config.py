@@ -1,5 +1,6 @@
+import re
+
 import pytest
-from hydra.errors import ConfigCompositionException
 
 from hms.config import ConfigError, compose
 
@@ -44,7 +45,7 @@ def test_overrides_compose_groups_and_keys():
 
 @pytest.mark.parametrize("override", ["backbone=efficientnet_b9", "trainer.no_such_key=1"])
 def test_unknown_group_or_key_is_rejected(override):
-    with pytest.raises(ConfigCompositionException):
+    with pytest.raises(ConfigError, match=override.split("=")[0].replace(".", r"\.")):
         compose([override])
 
 
@@ -60,6 +61,63 @@ def test_unknown_group_or_key_is_rejected(override):
 def test_bad_values_name_their_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         compose([override])
+
+
+ISSUE15_BAD_VALUES = [  # (override, key, what the message says is allowed)
+    ("trainer.workers=abc", "trainer.workers", "Integer"),
+    ("seed=abc", "seed", "Integer"),
+    ("backbone.dropout=abc", "backbone.dropout", "Float"),
+    ("cv.stage2=maybe", "cv.stage2", "not a valid bool"),
+    ("augmentation.time_flip=2.0", "augmentation.time_flip", r"in \[0.0, 1.0\]"),
+    ("data.eegs=-5", "data.eegs", "at least 1"),
+]
+
+
+@pytest.mark.parametrize("override,key,allowed", ISSUE15_BAD_VALUES)
+def test_issue15_wrong_types_and_ranges_are_rejected_when_composing(override, key, allowed):
+    """Each of these once gave a late crash or a silent wrong run; the schemas reject them, naming key, value and rule."""
+    with pytest.raises(ConfigError) as error:
+        compose([override])
+    message = str(error.value)
+    assert key in message and override.split("=")[1] in message
+    assert re.search(allowed, message), message
+
+
+@pytest.mark.parametrize("override,key", [("trainer.workers=0", "trainer.workers"), ("trainer.cpu_devices=0", "trainer.cpu_devices"),
+                                          ("augmentation.hemisphere=-0.1", "augmentation.hemisphere"),
+                                          ("augmentation.coarse_dropout=1.5", "augmentation.coarse_dropout"),
+                                          ("backbone.dropout=1.0", "backbone.dropout"), ("cv.stage2_epochs=0", "cv.stage2_epochs"),
+                                          ("data.patients=0", "data.patients"), ("data.sampling=every", "data.sampling"),
+                                          ("data.workers=0", "data.workers"), ("tracking.system_metrics=0", "tracking.system_metrics"),
+                                          ("trainer.verbose=true", "trainer.verbose"), ("input.tile=[16,abc]", "input.tile")])
+def test_schema_ranges_and_choices(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        compose([override])
+
+
+def test_every_group_option_starts_from_its_schema():
+    """A config file that forgets `defaults: [_schema, _self_]` would escape type checking: each one is typed."""
+    from dataclasses import is_dataclass
+
+    from omegaconf import OmegaConf
+
+    from hms.config import CONF_DIR
+
+    for folder in sorted(p for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "profile"):
+        for option in sorted(f.stem for f in folder.glob("*.yaml") if not f.stem.startswith("_")):
+            extra = ["data.root=/x"] if (folder.name, option) == ("data", "kaggle") else []
+            cfg = compose([f"{folder.name}={option}", *extra])
+            schema = OmegaConf.get_type(cfg[folder.name])
+            assert is_dataclass(schema), f"conf/{folder.name}/{option}.yaml has no schema"
+            with pytest.raises(ConfigError, match=f"{folder.name}.no_such_key"):
+                compose([f"{folder.name}={option}", *extra, f"{folder.name}.no_such_key=1"])
+
+
+def test_train_command_rejects_a_wrong_type_before_any_run(tmp_path):
+    result = run_module("hms.train", "trainer.workers=abc", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "trainer.workers" in result.stderr and "abc" in result.stderr
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "data").exists()
 
 
 def test_train_command_rejects_a_bad_key_before_doing_anything(tmp_path):
@@ -125,7 +183,7 @@ def test_progress_output_is_a_bar_on_a_terminal_and_a_line_per_epoch_in_a_file(t
         assert progress_verbosity(0, terminal) == 0 and progress_verbosity(2, terminal) == 2
     os.close(leader)
     assert compose([]).trainer.verbose == "auto"
-    with pytest.raises(ConfigError, match="trainer.verbose='loud' must be auto, 0, 1 or 2"):
+    with pytest.raises(ConfigError, match="trainer.verbose='loud' is not one of auto, 0, 1, 2"):
         compose(["trainer.verbose=loud"])
 
 

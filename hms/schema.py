@@ -1,0 +1,191 @@
+"""Typed schemas of the config groups, registered in Hydra's ConfigStore.
+
+Every file of a group in `conf/` starts from its group's schema (`defaults: [_schema, _self_]`), so
+Hydra rejects a wrong type while composing: `trainer.workers=abc` fails with the key, the value and
+the expected type. Ranges and choices live beside each field (`metadata`) and `check` applies them
+to a composed config, naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+def _at_least(low, what=""):
+    return {"low": low, "what": what}
+
+
+def _fraction(what="a probability", high_open=False):
+    return {"low": 0.0, "high": 1.0, "high_open": high_open, "what": what}
+
+
+def _one_of(*choices):
+    return {"choices": choices}
+
+
+@dataclass
+class TrainerSchema:
+    epochs: int = field(default=4, metadata=_at_least(1))
+    batch_size: int = field(default=32, metadata=_at_least(1))
+    precision: str = field(default="auto", metadata=_one_of("auto", "float32", "mixed_float16", "mixed_bfloat16"))
+    strategy: str = field(default="auto", metadata=_one_of("auto", "mirrored", "default"))
+    lr_scaling: str = field(default="linear", metadata=_one_of("linear", "none"))
+    cpu_devices: int = field(default=1, metadata=_at_least(1))
+    workers: int = field(default=2, metadata=_at_least(1, "threads"))
+    verbose: Any = field(default="auto", metadata=_one_of("auto", 0, 1, 2))
+
+
+@dataclass
+class BackboneSchema:
+    name: str = MISSING
+    source: str = field(default="efficientnet", metadata=_one_of("efficientnet", "keras"))
+    weights: Optional[str] = None
+    dropout: float = field(default=0.2, metadata=_fraction("a dropout rate", high_open=True))
+    bn_momentum: Any = field(default="auto", metadata={"auto": True, "low": 0.0, "high": 1.0, "low_open": True,
+                                                        "high_open": True, "what": "a momentum"})
+    drop_connect: Any = field(default="auto", metadata={"auto": True, **_fraction("a rate", high_open=True)})
+
+
+@dataclass
+class AugmentationSchema:
+    name: str = MISSING
+    time_flip: float = field(default=0.0, metadata=_fraction())
+    hemisphere: float = field(default=0.0, metadata=_fraction())
+    coarse_dropout: float = field(default=0.0, metadata=_fraction())
+    tta: bool = False
+
+
+@dataclass
+class CVSchema:
+    folds: int = field(default=5, metadata=_at_least(2))
+    only: Optional[List[int]] = None
+    stage2: bool = False
+    stage2_epochs: int = field(default=2, metadata=_at_least(1))
+    stage2_lr: float = field(default=1e-4, metadata=_at_least(0.0))
+
+
+@dataclass
+class DataSchema:
+    name: str = MISSING
+    root: str = MISSING
+    sampling: str = field(default="fixed", metadata=_one_of("fixed", "random"))
+    eeg_spectrograms: Optional[str] = None
+    bad_files: str = field(default="fail", metadata=_one_of("fail", "skip"))
+    cache_dir: str = "data/cache"
+    workers: Optional[int] = field(default=None, metadata=_at_least(1, "processes"))
+
+
+@dataclass
+class SyntheticDataSchema(DataSchema):
+    eegs: int = field(default=600, metadata=_at_least(1))
+    patients: int = field(default=120, metadata=_at_least(1))
+    synth_seed: int = 0
+
+
+@dataclass
+class InputSchema:
+    mix: str = field(default="both", metadata=_one_of("both", "kaggle", "eeg"))
+    tile: List[int] = field(default_factory=lambda: [128, 256])
+
+
+@dataclass
+class StepScheduleSchema:
+    name: str = "step"
+    steps: List[Any] = field(default_factory=lambda: [[0.0, 1e-3]])  # [fraction, lr] pairs: checked in hms.config
+
+
+@dataclass
+class CosineScheduleSchema:
+    name: str = "cosine"
+    lr: float = field(default=1e-3, metadata=_at_least(0.0))
+    warmup: float = field(default=0.05, metadata=_fraction("a fraction of the run", high_open=True))
+    min_lr: float = field(default=1e-6, metadata=_at_least(0.0))
+
+
+@dataclass
+class TrackingSchema:
+    uri: Optional[str] = None
+    experiment: str = "hms"
+    system_metrics: Optional[float] = field(default=10.0, metadata={"low": 0.0, "low_open": True, "what": "seconds"})
+
+
+@dataclass
+class RootSchema:
+    seed: int = 42
+    resume: Optional[str] = None
+    data: Any = MISSING
+    backbone: Any = MISSING
+    augmentation: Any = MISSING
+    schedule: Any = MISSING
+    input: Any = MISSING
+    trainer: Any = MISSING
+    cv: Any = MISSING
+    tracking: Any = MISSING
+
+
+SCHEMAS = {
+    ("trainer", "_schema"): TrainerSchema,
+    ("backbone", "_schema"): BackboneSchema,
+    ("augmentation", "_schema"): AugmentationSchema,
+    ("cv", "_schema"): CVSchema,
+    ("data", "_schema"): DataSchema,
+    ("data", "_synthetic_schema"): SyntheticDataSchema,
+    ("input", "_schema"): InputSchema,
+    ("schedule", "_step_schema"): StepScheduleSchema,
+    ("schedule", "_cosine_schema"): CosineScheduleSchema,
+    ("tracking", "_schema"): TrackingSchema,
+}
+
+
+def register() -> None:
+    """Put the schemas in Hydra's ConfigStore (idempotent): `conf/` files name them in their defaults."""
+    store = ConfigStore.instance()
+    store.store(name="_hms_schema", node=RootSchema)
+    for (group, name), schema in SCHEMAS.items():
+        store.store(group=group, name=name, node=schema)
+
+
+def check(cfg: DictConfig) -> list[str]:
+    """The problems of a composed config against its schemas' ranges and choices, one line per key."""
+    problems = []
+    for group in ("", *(f.name for f in fields(RootSchema) if f.type == "Any")):
+        node = cfg if not group else cfg.get(group)
+        if not isinstance(node, DictConfig):
+            continue
+        schema = OmegaConf.get_type(node)
+        if not (isinstance(schema, type) and is_dataclass(schema)):
+            problems.append(f"{group}: has no schema (its config file must start from `defaults: [_schema, _self_]`)")
+            continue
+        for spec in fields(schema):
+            if spec.metadata and not OmegaConf.is_missing(node, spec.name):
+                problem = _out_of_range(node[spec.name], spec.metadata)
+                if problem:
+                    problems.append(f"{group + '.' if group else ''}{spec.name}={node[spec.name]!r} {problem}")
+    return problems
+
+
+def _out_of_range(value, rule: dict) -> str | None:
+    if value is None or (rule.get("auto") and value == "auto"):
+        return None
+    if "choices" in rule:
+        allowed = rule["choices"]
+        if isinstance(value, bool) or value not in allowed:
+            return "is not one of " + ", ".join(str(c) for c in allowed)
+        return None
+    what = rule.get("what", "")
+    auto = "auto or " if rule.get("auto") else ""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"must be {auto}a number{f' ({what})' if what else ''}"
+    low, high = rule.get("low"), rule.get("high")
+    too_low = low is not None and (value <= low if rule.get("low_open") else value < low)
+    too_high = high is not None and (value >= high if rule.get("high_open") else value > high)
+    if too_low or too_high:
+        left = "(" if rule.get("low_open") else "["
+        right = ")" if rule.get("high_open") else "]"
+        span = f"in {left}{low}, {high}{right}" if high is not None else f"{'above' if rule.get('low_open') else 'at least'} {low}"
+        return f"must be {auto}{span}{f' ({what})' if what else ''}"
+    return None
