@@ -63,7 +63,7 @@ def per_class_kl(y: np.ndarray, p: np.ndarray):
 
 
 def montage(image: np.ndarray, title: str):
-    """One input as the backbone sees it (first of its 3 identical channels)."""
+    """One input as the backbone sees it (its first channel: the tiles; the others repeat them, or give the row)."""
     figure, axis = _subplots(figsize=(6, 6 * image.shape[0] / image.shape[1]))
     axis.imshow(image[..., 0], aspect="auto", cmap="magma")  # row 0 at the top, as the backbone sees it
     axis.set_title(title)

@@ -48,6 +48,7 @@ class BackboneSchema:
     bn_momentum: Any = field(default="auto", metadata={"auto": True, "low": 0.0, "high": 1.0, "low_open": True,
                                                         "high_open": True, "what": "a momentum"})
     drop_connect: Any = field(default="auto", metadata={"auto": True, **_fraction("a rate", high_open=True)})
+    positions: Any = field(default="auto", metadata=_one_of("auto", True, False))
 
 
 @dataclass
@@ -173,7 +174,7 @@ def _out_of_range(value, rule: dict) -> str | None:
         return None
     if "choices" in rule:
         allowed = rule["choices"]
-        if isinstance(value, bool) or value not in allowed:
+        if value not in allowed or (isinstance(value, bool) and not any(c is value for c in allowed)):
             return "is not one of " + ", ".join(str(c) for c in allowed)
         return None
     what = rule.get("what", "")

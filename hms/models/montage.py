@@ -12,37 +12,50 @@ from .backbones import create_backbone
 @keras.saving.register_keras_serializable(package="hms")
 class TileMontage(layers.Layer):
     """(batch, H, W, 4k) tiles to one (batch, 4H, kW, 3) image: each kind's 4 tiles stacked vertically,
-    the kinds side by side (Kaggle left, EEG right), repeated to 3 channels, as the notebook lays them out."""
+    the kinds side by side (Kaggle left, EEG right), repeated to 3 channels, as the notebook lays them out.
 
-    def __init__(self, kinds: int, **kwargs):
+    positions=True puts each pixel's frequency row in the middle channel instead (-1 at a tile's row 0,
+    +1 at its last row; CoordConv). A CNN is built to be blind to where a pattern sits, and its global
+    average pool discards the rest, yet here the row is the frequency: 2 Hz power is not 6 Hz power.
+    Without it a network from scratch must learn position from the zero padding at the borders."""
+
+    def __init__(self, kinds: int, positions: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.kinds = kinds
+        self.positions = positions
 
     def call(self, x):
         columns = [ops.concatenate([x[..., 4 * k + i:4 * k + i + 1] for i in range(4)], axis=1) for k in range(self.kinds)]
         image = ops.concatenate(columns, axis=2) if self.kinds > 1 else columns[0]
-        return ops.concatenate([image, image, image], axis=-1)
+        if not self.positions:
+            return ops.concatenate([image, image, image], axis=-1)
+        height = ops.shape(x)[1]
+        row = ops.linspace(-1.0, 1.0, height)
+        ramp = ops.tile(ops.reshape(ops.cast(row, image.dtype), (1, height, 1, 1)), (1, 4, 1, 1))
+        ramp = ops.broadcast_to(ramp, ops.shape(image))
+        return ops.concatenate([image, ramp, image], axis=-1)
 
     def compute_output_shape(self, shape):
         return (shape[0], None if shape[1] is None else 4 * shape[1], None if shape[2] is None else self.kinds * shape[2], 3)
 
     def get_config(self):
-        return {**super().get_config(), "kinds": self.kinds}
+        return {**super().get_config(), "kinds": self.kinds, "positions": self.positions}
 
 
 PACKAGE_DROP_CONNECT = 0.2  # both EfficientNet packages' stochastic depth at the last block
 
 
 def build_model(backbone: str, tile, kinds: int, source: str = "efficientnet", weights=None, dropout: float = 0.2,
-                bn_momentum: float | None = None, drop_connect: float = PACKAGE_DROP_CONNECT):
+                bn_momentum: float | None = None, drop_connect: float = PACKAGE_DROP_CONNECT, positions: bool = False):
     """The classifier on (batch, H, W, 4*kinds) tiles; outputs class probabilities in float32.
 
     `bn_momentum` replaces the backbone's batch-norm momentum (0.99): short runs from scratch need
     faster-moving statistics, or validation sees running means still close to their initial values.
-    `drop_connect` rescales the backbone's stochastic depth (0.2 at its deepest block; 0: off)."""
+    `drop_connect` rescales the backbone's stochastic depth (0.2 at its deepest block; 0: off).
+    `positions` gives the backbone each pixel's frequency row (TileMontage)."""
     height, width = tile
     inputs = keras.Input((height, width, 4 * kinds), name="tiles")
-    image = TileMontage(kinds, name="montage")(inputs)
+    image = TileMontage(kinds, positions=positions, name="montage")(inputs)
     net = create_backbone(backbone, (4 * height, kinds * width, 3), source=source, weights=weights)
     if bn_momentum is not None:
         for layer in net.layers:
@@ -77,18 +90,26 @@ def auto_bn_momentum(steps_per_epoch: int) -> float:
 
 
 def resolved_recipe(backbone, steps_per_epoch: int | None) -> dict:
-    """`bn_momentum` and `drop_connect` of a backbone config with `auto` resolved for the run.
+    """`bn_momentum`, `drop_connect` and `positions` of a backbone config with `auto` resolved for the run.
 
     drop_connect auto: stochastic depth is a regulariser the packages tuned for long ImageNet runs;
     from scratch on a short run it slows learning (CV KL 0.90 -> 0.74 on the embedded default), so it
-    is off from scratch and the packages' 0.2 when training starts from pretrained weights."""
+    is off from scratch and the packages' 0.2 when training starts from pretrained weights.
+
+    positions auto: a network from scratch gets the frequency-row channel (see TileMontage); pretrained
+    weights expect the notebook's grey image in all three channels, so they keep it. A config written
+    before the key existed (an older run's) had no such channel, and reloading its models keeps it so."""
     momentum = backbone.get("bn_momentum", "auto")
     if momentum == "auto":
         momentum = None if steps_per_epoch is None else auto_bn_momentum(steps_per_epoch)
     drop = backbone.get("drop_connect", "auto")
     if drop == "auto":
         drop = 0.0 if backbone.weights is None else PACKAGE_DROP_CONNECT
-    return {"bn_momentum": None if momentum is None else float(momentum), "drop_connect": float(drop)}
+    positions = backbone.get("positions", False)
+    if positions == "auto":
+        positions = backbone.weights is None
+    return {"bn_momentum": None if momentum is None else float(momentum), "drop_connect": float(drop),
+            "positions": bool(positions)}
 
 
 def model_for(cfg, kinds: int, weights=None, steps_per_epoch: int | None = None):

@@ -44,8 +44,23 @@ def test_montage_lays_tiles_out_as_the_seed():
     assert image[:, :3, 0].tolist() == [[0] * 3, [0] * 3, [1] * 3, [1] * 3, [2] * 3, [2] * 3, [3] * 3, [3] * 3]
     assert image[:, 3:, 0].tolist() == [[4] * 3, [4] * 3, [5] * 3, [5] * 3, [6] * 3, [6] * 3, [7] * 3, [7] * 3]
     assert (image[..., 0] == image[..., 2]).all()
+    assert (image[..., 1] == image[..., 0]).all()  # without positions: the grey image in all three channels
     single = np.asarray(TileMontage(1)(x[..., :4]))[0]
     assert single.shape == (8, 3, 3)
+
+
+def test_montage_positions_channel_is_each_tiles_frequency_row():
+    """positions=True: channel 1 says which row (frequency) of its tile a pixel is, -1 at row 0 to +1 at the
+    last row, the same in each of the 4 stacked tiles, both kinds and every time column; 0 and 2 stay the image."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 5, 3, 8)).astype(np.float32)
+    plain, placed = np.asarray(TileMontage(2)(x)), np.asarray(TileMontage(2, positions=True)(x))
+    assert placed.shape == plain.shape == (2, 20, 6, 3)
+    assert np.array_equal(placed[..., 0], plain[..., 0]) and np.array_equal(placed[..., 2], plain[..., 0])
+    rows = [-1.0, -0.5, 0.0, 0.5, 1.0]  # 5 rows spread evenly over [-1, 1]
+    assert np.allclose(placed[..., 1], np.array(rows * 4)[None, :, None])
+    restored = TileMontage.from_config(TileMontage(2, positions=True).get_config())
+    assert restored.positions is True
 
 
 def test_model_outputs_float32_probabilities_under_mixed_precision():
@@ -100,3 +115,14 @@ def test_auto_recipe_resolves_for_the_run():
     assert resolved_recipe(cfg.backbone, 30)["drop_connect"] == 0.0
     assert resolved_recipe(compose(["backbone.weights=imagenet"]).backbone, 30)["drop_connect"] == 0.2
     assert resolved_recipe(compose(["backbone.drop_connect=0.1"]).backbone, 30)["drop_connect"] == 0.1
+    # The frequency-row channel: on from scratch, off with pretrained weights, or as set.
+    assert resolved_recipe(cfg.backbone, 30)["positions"] is True
+    assert model.get_layer("montage").positions is True
+    assert resolved_recipe(compose(["backbone.weights=imagenet"]).backbone, 30)["positions"] is False
+    assert resolved_recipe(compose(["backbone.positions=false"]).backbone, 30)["positions"] is False
+    assert resolved_recipe(compose(["backbone.weights=imagenet", "backbone.positions=true"]).backbone, 30)["positions"] is True
+    # A run logged before the key existed trained without the channel: its models are rebuilt without it.
+    from omegaconf import OmegaConf
+
+    older = OmegaConf.create({k: v for k, v in OmegaConf.to_container(compose().backbone).items() if k != "positions"})
+    assert resolved_recipe(older, None)["positions"] is False
