@@ -20,12 +20,14 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from . import tracking
+from . import logs, tracking
 from .baselines import learned as has_learned
 from .config import ConfigError, planned_folds
 from .dataset import HQ_VOTES, PRED_COLUMNS, TARGET_COLUMNS, targets
 from .inputs import TrainingData, load_training_data
 from .oof import RunBaselines, cv_scores, not_learned_warning, oof_frame, score_line
+
+log = logs.get(__name__)
 
 
 def fold_rows(data: TrainingData, batches: dict) -> pd.DataFrame:
@@ -55,9 +57,10 @@ def _record_epoch_class():
     class RecordEpoch(keras.callbacks.Callback):
         """Per-epoch loss, val_loss, val_kl and lr to the fold's child run, kept for the learning curves too."""
 
-        def __init__(self, client, run_id: str, history: dict):
+        def __init__(self, client, run_id: str, history: dict, fold: int | None = None):
             super().__init__()
-            self.client, self.run_id, self.history = client, run_id, history
+            self.client, self.run_id, self.history, self.fold = client, run_id, history, fold
+            self.started = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
             logs = {k: float(v) for k, v in (logs or {}).items() if k in ("loss", "val_loss", "val_kl")}
@@ -66,6 +69,10 @@ def _record_epoch_class():
             self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, epoch) for k, v in logs.items()])
             for k, v in logs.items():
                 self.history.setdefault(k, []).append(v)
+            # The run's log file keeps one line per epoch whatever the console shows (Keras' bar, or nothing).
+            log.debug("fold %s epoch %d: %s (%.1f s)", self.fold, epoch + 1, "  ".join(f"{k} {v:.4g}" for k, v in logs.items()),
+                      time.perf_counter() - self.started)
+            self.started = time.perf_counter()
 
     return RecordEpoch
 
@@ -144,7 +151,7 @@ def train_fold(cfg, devices, data: TrainingData, fold: int, fresh_model: FreshMo
     tracking.log_frame(client, run_id, fold_rows(data, roles), "fold_rows.parquet")  # once, before any training
     scale = devices.replicas if cfg.trainer.lr_scaling == "linear" else 1
     model = fresh_model()
-    record = RecordEpoch(client, run_id, history)
+    record = RecordEpoch(client, run_id, history, fold)
     schedule = step_callback(cfg.schedule, cfg.trainer.epochs, len(train), scale)
     verbose = progress_verbosity(cfg.trainer.verbose)
     model.fit(train, validation_data=val, epochs=cfg.trainer.epochs, verbose=verbose, callbacks=[schedule, record])
@@ -326,52 +333,60 @@ def run_cv(cfg: DictConfig, tags: dict | None = None, on_fold=None, overrides=()
     data = load_training_data(cfg)
     parent = open_parent(client, cfg, tags)
     parent_id = parent.run_id
-    print(f"MLflow run {parent_id} (experiment {parent.experiment}) at {tracking.tracking_uri(cfg.tracking)}")
-    print(f"training on {devices.description}")
-    child_id = None
+    log.info(f"MLflow run {parent_id} (experiment {parent.experiment}) at {tracking.tracking_uri(cfg.tracking)}")
+    log.info(f"training on {devices.description}")
     try:
-        if not cfg.resume:
-            log_training_data(client, parent_id, cfg, data)
-        folds = planned_folds(cfg)
-        histories, parts, example, fresh_model, stopped = {}, [], None, None, False
-        baselines = RunBaselines(data.samples, data.sources, data.fixed_rows)
-        with precision_policy(devices.precision), tracking.SystemMetrics(
-                parent_id, tracking.tracking_uri(cfg.tracking), cfg.tracking.get("system_metrics")):
-            for fold in folds:
-                if fold in parent.done:
-                    print(f"fold {fold}: finished earlier, kept")
-                    parts.append(parent.done[fold])
-                    continue
-                child_id = client.create_run(parent.experiment, run_name=f"fold {fold}", tags=tracking.run_tags({
-                    "mlflow.parentRunId": parent_id, "hms.fold": str(fold), "hms.run_type": "fold"})).info.run_id
-                if fresh_model is None:
-                    fresh_model = FreshModel(cfg, devices, len(data.sources), _steps_per_epoch(cfg, data.samples))
-                    client.set_tag(parent_id, "hms.dtypes", model_dtypes(fresh_model.model))
-                model, rows, predictions, val = train_fold(cfg, devices, data, fold, fresh_model, client, child_id,
-                                                           histories.setdefault(fold, {}))
-                part = oof_frame(data.samples, rows, predictions)
-                scores = record_fold(client, parent, child_id, fold, part, model, baselines)
-                child_id = None
-                print(f"fold {fold}: KL {scores['kl']:.4f}  prior_kl {scores['prior_kl']:.4f}  baseline_kl {scores['baseline_kl']:.4f}")
-                parts.append(part)
-                if example is None:
-                    example = _montage_image(model, val)
-                if on_fold is not None and on_fold(fold, scores["kl"], parent_id):
-                    stopped = fold != folds[-1]
-                    if stopped:
-                        print(f"stopped after fold {fold} (pruned)")
-                        break
-        scores, oof, learned = finish_parent(client, parent_id, parts, baselines, histories, example, stopped)
+        with logs.run_log(client, parent_id):
+            if not cfg.resume:
+                log_training_data(client, parent_id, cfg, data)
+            with precision_policy(devices.precision), tracking.SystemMetrics(
+                    parent_id, tracking.tracking_uri(cfg.tracking), cfg.tracking.get("system_metrics")):
+                finished = _fold_loop(client, cfg, devices, data, parent, on_fold)
+            scores, oof, learned = finish_parent(client, parent_id, *finished)
+            log.info(score_line(scores) + f"  over {len(oof)} out-of-fold rows")
+            if not learned:
+                log.warning(not_learned_warning(scores))
     except BaseException as error:
-        if child_id is not None:
-            tracking.fail_run(client, child_id, error)
         tracking.fail_run(client, parent_id, error)
         raise
-    print(score_line(scores) + f"  over {len(oof)} out-of-fold rows")
-    if not learned:
-        print(not_learned_warning(scores), file=sys.stderr)
-    print(f"view it: run `mlflow ui` in {Path.cwd()} and open {tracking.ui_address(cfg.tracking, parent.experiment, parent_id)}")
+    log.info(f"view it: run `mlflow ui` in {Path.cwd()} and open {tracking.ui_address(cfg.tracking, parent.experiment, parent_id)}")
     return scores["cv_kl"]
+
+
+def _fold_loop(client, cfg, devices, data: TrainingData, parent: Parent, on_fold):
+    """Train the planned folds a parent run has not finished; returns what `finish_parent` takes.
+    A fold that fails has its child run marked FAILED before the error goes on."""
+    folds = planned_folds(cfg)
+    histories, parts, example, fresh_model, stopped = {}, [], None, None, False
+    baselines = RunBaselines(data.samples, data.sources, data.fixed_rows)
+    for fold in folds:
+        if fold in parent.done:
+            log.info(f"fold {fold}: finished earlier, kept")
+            parts.append(parent.done[fold])
+            continue
+        child_id = client.create_run(parent.experiment, run_name=f"fold {fold}", tags=tracking.run_tags({
+            "mlflow.parentRunId": parent.run_id, "hms.fold": str(fold), "hms.run_type": "fold"})).info.run_id
+        try:
+            if fresh_model is None:
+                fresh_model = FreshModel(cfg, devices, len(data.sources), _steps_per_epoch(cfg, data.samples))
+                client.set_tag(parent.run_id, "hms.dtypes", model_dtypes(fresh_model.model))
+            model, rows, predictions, val = train_fold(cfg, devices, data, fold, fresh_model, client, child_id,
+                                                       histories.setdefault(fold, {}))
+            part = oof_frame(data.samples, rows, predictions)
+            scores = record_fold(client, parent, child_id, fold, part, model, baselines)
+        except BaseException as error:
+            tracking.fail_run(client, child_id, error)
+            raise
+        log.info(f"fold {fold}: KL {scores['kl']:.4f}  prior_kl {scores['prior_kl']:.4f}  baseline_kl {scores['baseline_kl']:.4f}")
+        parts.append(part)
+        if example is None:
+            example = _montage_image(model, val)
+        if on_fold is not None and on_fold(fold, scores["kl"], parent.run_id):
+            stopped = fold != folds[-1]
+            if stopped:
+                log.info(f"stopped after fold {fold} (pruned)")
+                break
+    return parts, baselines, histories, example, stopped
 
 
 def _montage_image(model, val) -> np.ndarray:

@@ -1,7 +1,7 @@
 """`python -m hms.ensemble`: Optuna picks members and weights from finished CV runs' out-of-fold predictions.
 
     python -m hms.ensemble [--experiment NAME] [--runs ID ...] [--filter MLFLOW_FILTER] [--trials N]
-                           [--max-members K] [--blend prob|log] [--seed S] [--tracking-uri URI]
+                           [--max-members K] [--blend prob|log] [--seed S] [--tracking-uri URI] [--register NAME]
 
 The library it calls is `hms.ensembling` (candidates, fit, MLflow record; the blend maths in
 `hms.blending`). The result is an MLflow run (hms.run_type=ensemble) whose ensemble.json
@@ -30,9 +30,12 @@ def main(argv=None) -> int:
     parser.add_argument("--blend", choices=BLENDS, default="prob", help="prob: weighted mean; log: weighted geometric mean")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    parser.add_argument("--register", default=None, metavar="NAME",
+                        help="register the ensemble's model folder in MLflow's model registry under NAME (a new version)")
     args = parser.parse_args(argv)
     try:
-        run_ensemble(args.tracking_uri, args.experiment, args.runs, args.filter, args.trials, args.max_members, args.blend, args.seed)
+        run_ensemble(args.tracking_uri, args.experiment, args.runs, args.filter, args.trials, args.max_members, args.blend, args.seed,
+                     register=args.register)
     except EnsembleError as error:
         print(f"ensemble error: {error}", file=sys.stderr)
         return 2

@@ -18,8 +18,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import logs
 from .blending import BLENDS, BUNDLE_FILE, blend, evaluate, methods
 from .oof import BASELINE_KEYS, OOF_COLUMNS, PRED_COLUMNS, TARGET_COLUMNS, cv_scores, oof_frame
+
+log = logs.get(__name__)
 
 # The config keys that tell members apart, shown beside their run ids.
 CHOICE_KEYS = ("backbone.name", "input.mix", "input.tile", "augmentation.name", "schedule.name", "trainer.epochs",
@@ -145,8 +148,10 @@ class EnsembleResult:
 
 
 def run_ensemble(tracking_uri: str | None = None, experiment: str = "hms", run_ids=None, filter_string: str | None = None,
-                 trials: int = 200, max_members: int | None = None, mode: str = "prob", seed: int = 0) -> EnsembleResult:
-    """Gather the candidates, fit the blend and its baselines, and record it all as an MLflow ensemble run."""
+                 trials: int = 200, max_members: int | None = None, mode: str = "prob", seed: int = 0,
+                 register: str | None = None) -> EnsembleResult:
+    """Gather the candidates, fit the blend and its baselines, and record it all as an MLflow ensemble run.
+    `register`: also log the ensemble's model folder as one model and register it under that name."""
     from omegaconf import OmegaConf
 
     from . import tracking
@@ -158,7 +163,7 @@ def run_ensemble(tracking_uri: str | None = None, experiment: str = "hms", run_i
     cfg_tracking = OmegaConf.create({"uri": tracking_uri, "experiment": experiment})
     client = tracking.client_for(cfg_tracking)
     candidates = load_candidates(client, find_runs(client, experiment, run_ids, filter_string))
-    print(f"{len(candidates.run_ids)} candidate runs over {len(candidates.rows)} out-of-fold rows, "
+    log.info(f"{len(candidates.run_ids)} candidate runs over {len(candidates.rows)} out-of-fold rows, "
           f"{len(np.unique(candidates.folds))} folds; blend: {mode}")
     results = evaluate(candidates.p, candidates.y, candidates.folds, mode, methods(trials, max_members, seed))
     weights = results["optuna"].weights
@@ -178,34 +183,57 @@ def run_ensemble(tracking_uri: str | None = None, experiment: str = "hms", run_i
                                                    "hms.members": ",".join(candidates.run_ids[m] for m in members)}))
     run_id = run.info.run_id
     try:
-        tracking.log_params(client, run_id, {
-            "blend": mode, "trials": str(trials), "max_members": str(max_members), "seed": str(seed),
-            "candidates": str(len(candidates.run_ids)), "filter": str(filter_string),
-            "members": ",".join(candidates.run_ids[m] for m in members),
-            "weights": ",".join(f"{weights[m]:.6f}" for m in members)})
-        for key, value in scores.items():
-            client.log_metric(run_id, key, float(value))
-        table = candidate_table(candidates, weights)
-        bundle = {"format": 1, "blend": mode, "cv_kl": scores["cv_kl"], "cv_kl_nested": scores["cv_kl_nested"],
-                  "tracking_uri": tracking.tracking_uri(cfg_tracking),
-                  "members": [{"run_id": candidates.run_ids[m], "name": candidates.names[m], "weight": float(weights[m]),
-                               "cv_kl": float(table.cv_kl[m]), "choices": candidates.choices[m]}
-                              for m in members]}
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / BUNDLE_FILE).write_text(json.dumps(bundle, indent=2))
-            client.log_artifact(run_id, str(Path(tmp) / BUNDLE_FILE))
-            table.to_csv(Path(tmp) / "candidates.csv", index=False)
-            client.log_artifact(run_id, str(Path(tmp) / "candidates.csv"))
-            _log_plots(client, run_id, table, results, Path(tmp))
-        tracking.log_frame(client, run_id, oof, "oof.parquet")
-        client.set_terminated(run_id, "FINISHED")
+        with logs.run_log(client, run_id):
+            _record(client, run_id, candidates, weights, scores, results, oof, mode, trials, max_members, seed, filter_string,
+                    cfg_tracking, members)
     except BaseException as error:
         tracking.fail_run(client, run_id, error)
         raise
-    _report(candidates, table, results, scores)
-    print(f"MLflow ensemble run {run_id}: {tracking.ui_address(cfg_tracking, experiment_id, run_id)}")
-    print(f"predict with: python -m hms.predict --ensemble {run_id} --out submission.csv")
+    log.info(f"MLflow ensemble run {run_id}: {tracking.ui_address(cfg_tracking, experiment_id, run_id)}")
+    log.info(f"predict with: python -m hms.predict --ensemble {run_id} --out submission.csv")
+    if register:
+        uri = register_ensemble(client, run_id, register, experiment_id)
+        log.info(f"registered as {uri}: python -m hms.predict --model-uri {uri} --out submission.csv")
     return EnsembleResult(run_id, weights, scores, candidates)
+
+
+def _record(client, run_id, candidates, weights, scores, results, oof, mode, trials, max_members, seed, filter_string,
+            cfg_tracking, members) -> None:
+    """The ensemble run's params, metrics, bundle, candidate table, plots and OOF; the report; ends the run."""
+    from . import tracking
+
+    tracking.log_params(client, run_id, {
+        "blend": mode, "trials": str(trials), "max_members": str(max_members), "seed": str(seed),
+        "candidates": str(len(candidates.run_ids)), "filter": str(filter_string),
+        "members": ",".join(candidates.run_ids[m] for m in members),
+        "weights": ",".join(f"{weights[m]:.6f}" for m in members)})
+    for key, value in scores.items():
+        client.log_metric(run_id, key, float(value))
+    table = candidate_table(candidates, weights)
+    bundle = {"format": 1, "blend": mode, "cv_kl": scores["cv_kl"], "cv_kl_nested": scores["cv_kl_nested"],
+              "tracking_uri": tracking.tracking_uri(cfg_tracking),
+              "members": [{"run_id": candidates.run_ids[m], "name": candidates.names[m], "weight": float(weights[m]),
+                           "cv_kl": float(table.cv_kl[m]), "choices": candidates.choices[m]}
+                          for m in members]}
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / BUNDLE_FILE).write_text(json.dumps(bundle, indent=2))
+        client.log_artifact(run_id, str(Path(tmp) / BUNDLE_FILE))
+        table.to_csv(Path(tmp) / "candidates.csv", index=False)
+        client.log_artifact(run_id, str(Path(tmp) / "candidates.csv"))
+        _log_plots(client, run_id, table, results, Path(tmp))
+    tracking.log_frame(client, run_id, oof, "oof.parquet")
+    _report(candidates, table, results, scores)
+    client.set_terminated(run_id, "FINISHED")
+
+
+def register_ensemble(client, run_id: str, name: str, experiment_id: str) -> str:
+    """Register an ensemble run's model folder (members' configs and fold weights) under `name`; tag the run with the URI."""
+    from .inference import export, register_folder
+
+    with tempfile.TemporaryDirectory() as tmp:
+        uri = register_folder(client, export(client, Path(tmp) / "model", ensemble_id=run_id), name, experiment_id, run_id)
+    client.set_tag(run_id, "hms.registered", uri)
+    return uri
 
 
 def candidate_table(candidates: Candidates, weights: np.ndarray) -> pd.DataFrame:
@@ -244,11 +272,11 @@ def _log_plots(client, run_id, table: pd.DataFrame, results, folder: Path) -> No
 def _report(candidates: Candidates, table: pd.DataFrame, results, scores) -> None:
     for m in table.sort_values("weight", ascending=False).index:
         if table.weight[m] > 0:
-            print(f"  member {candidates.label(m)}: weight {table.weight[m]:.3f}, its CV KL {table.cv_kl[m]:.4f} "
+            log.info(f"  member {candidates.label(m)}: weight {table.weight[m]:.3f}, its CV KL {table.cv_kl[m]:.4f} "
                   f"(prior_kl {table.prior_kl[m]:.4f}, baseline_kl {table.baseline_kl[m]:.4f})")
-    print(f"{'method':12s} {'KL':>8s} {'nested KL':>10s} {'seconds':>8s}")
+    log.info(f"{'method':12s} {'KL':>8s} {'nested KL':>10s} {'seconds':>8s}")
     for method, result in results.items():
-        print(f"{method:12s} {result.kl:8.4f} {result.nested_kl:10.4f} {result.seconds:8.1f}")
-    print(f"ensemble cv_kl {scores['cv_kl']:.4f} (nested {scores['cv_kl_nested']:.4f})"
+        log.info(f"{method:12s} {result.kl:8.4f} {result.nested_kl:10.4f} {result.seconds:8.1f}")
+    log.info(f"ensemble cv_kl {scores['cv_kl']:.4f} (nested {scores['cv_kl_nested']:.4f})"
           + "".join(f"  {label} {scores[key]:.4f}" for key, label in (("prior_kl", "prior_kl"), ("baseline_kl", "best member baseline_kl"))
                     if key in scores))

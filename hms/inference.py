@@ -10,7 +10,9 @@ notebooks have no internet and no MLflow server):
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -19,11 +21,15 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from . import logs
 from .blending import BLENDS, BUNDLE_FILE, blend
 from .config import planned_folds
 from .constants import SUBMISSION_COLUMNS, VOTE_COLUMNS
 from .dataset import load_test
 from .inputs import bad_rows, build_features, data_root, feature_kinds
+
+log = logs.get(__name__)
+FOLDER_MODEL = "hms-model-folder"  # model_type of a logged model that is a whole model folder (a registered ensemble)
 
 
 class PredictError(Exception):
@@ -62,22 +68,49 @@ def export(client, to, run_id: str | None = None, ensemble_id: str | None = None
     return _write_bundle(to, bundle)
 
 
-def export_logged_models(client, to, uris) -> Path:
-    """Write a model folder from fold models logged in MLflow (`models:/<model id>`). Folds of one CV run make one
-    member (weight 1), predicting with exactly the folds given; several CV runs are averaged."""
-    import mlflow.artifacts
+def resolve_model_uri(client, uri: str):
+    """The logged model behind `models:/<model id>`, `models:/<registered name>/<version>` or
+    `models:/<registered name>@<alias>`."""
     from mlflow.exceptions import MlflowException
+
+    if not str(uri).startswith("models:/"):
+        raise PredictError(f"{uri}: not a models:/ URI (models:/<model id>, models:/<name>/<version> or models:/<name>@<alias>)")
+    path = str(uri).removeprefix("models:/").strip("/")
+    try:
+        if "@" in path:
+            version = client.get_model_version_by_alias(*path.rsplit("@", 1))
+        elif "/" in path:
+            version = client.get_model_version(*path.rsplit("/", 1))
+        else:
+            return client.get_logged_model(path)
+        # MLflow's SQL registry keeps a version's source (models:/<id>, or the model's artifact folder) but may
+        # leave its model_id empty.
+        found = version.model_id or next(iter(re.findall(r"\bm-[0-9a-f]{32}\b", version.source or "")), None)
+        if not found:
+            raise PredictError(f"{uri}: registered version {version.version} of {version.name} is not a logged model "
+                               f"(source {version.source})")
+        return client.get_logged_model(found)
+    except MlflowException as error:
+        raise PredictError(f"{uri}: no such model ({error.message})") from None
+
+
+def export_logged_models(client, to, uris) -> Path:
+    """Write a model folder from models logged in MLflow (see `resolve_model_uri`). Fold models of one CV run make
+    one member (weight 1), predicting with exactly the folds given; several CV runs are averaged. A registered
+    model folder (`register_folder`, e.g. an ensemble) is the whole folder, given alone."""
+    import mlflow.artifacts
 
     to = Path(to)
     members: dict[str, dict] = {}
     for uri in uris:
-        if not str(uri).startswith("models:/"):
-            raise PredictError(f"{uri}: not a models:/<model id> URI")
-        model_id = str(uri).removeprefix("models:/").strip("/")
-        try:
-            logged = client.get_logged_model(model_id)
-        except MlflowException as error:
-            raise PredictError(f"{uri}: no such logged model ({error.message})") from None
+        logged = resolve_model_uri(client, uri)
+        if logged.model_type == FOLDER_MODEL:
+            if len(uris) != 1:
+                raise PredictError(f"{uri} is a whole model folder ({logged.name}): predict with it alone")
+            local = mlflow.artifacts.download_artifacts(artifact_uri=logged.artifact_location, dst_path=str(to),
+                                                        tracking_uri=client.tracking_uri)
+            load_bundle(local)
+            return Path(local)
         cv_run, fold = logged.tags.get("hms.cv_run"), logged.tags.get("hms.fold")
         if cv_run is None or fold is None:
             raise PredictError(f"{uri}: not an hms fold model (no hms.cv_run / hms.fold tags)")
@@ -97,6 +130,42 @@ def export_logged_models(client, to, uris) -> Path:
     bundle = {"format": 1, "blend": "prob", "source": " ".join(map(str, uris)),
               "members": [{"run_id": cv_run, "name": None, "weight": 1.0} for cv_run in members]}
     return _write_bundle(to, bundle)
+
+
+def register_folder(client, folder, name: str, experiment_id: str, source_run_id: str) -> str:
+    """Log a model folder (`export`) as one MLflow logged model and register it under `name` (a new version);
+    returns the `models:/<name>/<version>` URI that `hms.predict --model-uri` takes."""
+    from mlflow.exceptions import MlflowException
+
+    bundle = load_bundle(folder)
+    logged = client.create_logged_model(experiment_id, name=name, source_run_id=source_run_id, model_type=FOLDER_MODEL,
+                                        params={"blend": bundle["blend"], "members": str(len(bundle["members"]))},
+                                        tags={"hms.source": str(bundle.get("source"))})
+    try:
+        client.log_model_artifacts(logged.model_id, str(folder))
+    except BaseException:
+        client.finalize_logged_model(logged.model_id, "FAILED")
+        raise
+    client.finalize_logged_model(logged.model_id, "READY")
+    try:
+        client.create_registered_model(name)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    with registry_sees(client):
+        version = client.create_model_version(name, source=f"models:/{logged.model_id}", run_id=source_run_id,
+                                              model_id=logged.model_id)
+    return f"models:/{name}/{version.version}"
+
+
+@contextlib.contextmanager
+def registry_sees(client):
+    """MLflow's SQL model registry looks a version's logged model up through the process-wide tracking URI,
+    not the client's (a 'Logged model ... not found' error when they differ): point it at the client's store."""
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    with _use_tracking_uri(client.tracking_uri):
+        yield
 
 
 def _write_bundle(to: Path, bundle: dict) -> Path:
@@ -199,7 +268,7 @@ def predict(bundle: dict, cfg: DictConfig) -> pd.DataFrame:
     if missing.any():
         # data.bad_files=skip: rows whose files are bad get the mean prediction, so the submission stays complete.
         blended[missing] = blended[~missing].mean(axis=0) if (~missing).any() else 1 / len(VOTE_COLUMNS)
-        print(f"{int(missing.sum())} test eeg_id(s) with bad files got the mean prediction: "
+        log.warning(f"{int(missing.sum())} test eeg_id(s) with bad files got the mean prediction: "
               f"{test.eeg_id[missing].tolist()[:10]}")
     blended = blended / blended.sum(axis=1, keepdims=True)
     submission = pd.DataFrame(blended, columns=list(VOTE_COLUMNS))

@@ -17,6 +17,10 @@ from .config import ConfigError
 from .dataset import assign_folds, load_train
 from .features.cache import FeatureCache, FeatureOptions, build_caches
 
+from . import logs
+
+log = logs.get(__name__)
+
 
 def data_root(cfg: DictConfig):
     """The data root of `cfg`: the embedded synthetic dataset is generated on first use."""
@@ -90,7 +94,7 @@ def load_training_data(cfg: DictConfig) -> TrainingData:
     per_eeg = pd.Series(np.arange(len(items))[~bad]).groupby(items.eeg_id.to_numpy()[~bad]).agg(list)
     keep = ~bad[fixed_rows]
     if not keep.all():
-        print(f"{int((~keep).sum())} sample(s) left out: their files are bad (data.bad_files=skip)")
+        log.warning(f"{int((~keep).sum())} sample(s) left out: their files are bad (data.bad_files=skip)")
     samples = samples[keep].reset_index(drop=True)
     fixed_rows = fixed_rows[keep]
     window_rows = [per_eeg.loc[e] for e in samples.eeg_id] if cfg.data.sampling == "random" else [[r] for r in fixed_rows]

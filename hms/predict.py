@@ -42,7 +42,8 @@ def main(argv=None) -> int:
         parser.add_argument("--to", required=True, help="folder to write the models into")
     else:
         source.add_argument("--models", help="a folder written by `python -m hms.predict export`")
-        source.add_argument("--model-uri", nargs="+", help="fold models logged in MLflow: models:/<model id> ...")
+        source.add_argument("--model-uri", nargs="+", help="models logged in MLflow: models:/<model id>, models:/<name>/<version> "
+                            "or models:/<name>@<alias> (fold models, or one registered ensemble)")
         parser.add_argument("--out", default="submission.csv")
     args, overrides = parser.parse_known_args(argv[1:] if exporting else argv)
     if getattr(args, "model_uri", None):  # `--model-uri A B data=kaggle ...`: the overrides are not URIs

@@ -14,8 +14,15 @@ from pathlib import Path
 
 import yaml
 
+from . import logs
+
+log = logs.get(__name__)
+
 SWEEPS_DIR = Path("sweeps")
 TYPES = ("categorical", "int", "float")
+# median and threshold see the running mean KL of the folds so far (step: folds done - 1); wilcoxon sees each
+# fold's own KL (step: the fold number) and compares it, fold by fold, with the best trial's (a paired test).
+PRUNERS = ("median", "threshold", "wilcoxon", "none")
 
 
 class SpaceError(ValueError):
@@ -74,8 +81,8 @@ def load_space(path) -> Space:
         raise SpaceError(f"{path}: direction must be minimize or maximize, got {space.direction!r}")
     if space.sampler.get("name") not in ("tpe", "random"):
         raise SpaceError(f"{path}: sampler.name must be tpe or random, got {space.sampler.get('name')!r}")
-    if space.pruner.get("name") not in ("median", "threshold", "none"):
-        raise SpaceError(f"{path}: pruner.name must be median, threshold or none, got {space.pruner.get('name')!r}")
+    if space.pruner.get("name") not in PRUNERS:
+        raise SpaceError(f"{path}: pruner.name must be one of {', '.join(PRUNERS)}, got {space.pruner.get('name')!r}")
     if space.pruner["name"] == "threshold" and "upper" not in space.pruner:
         raise SpaceError(f"{path}: pruner.upper is needed by the threshold pruner (stop trials whose mean fold KL exceeds it)")
     if not space.params:
@@ -194,6 +201,16 @@ def _sampler(space: Space, offset: int):
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=int(space.sampler.get("n_startup_trials", 5)))
 
 
+def report_fold(trial, pruner: str, folds: list[float], fold: int) -> bool:
+    """Report a finished fold to the trial's pruner (`folds`: the KLs so far, this fold's last); True: stop the trial.
+    The Wilcoxon pruner pairs each fold's own KL with the best trial's same fold; the others see the running mean."""
+    if pruner == "wilcoxon":
+        trial.report(folds[-1], step=fold)
+    else:
+        trial.report(sum(folds) / len(folds), step=len(folds) - 1)
+    return trial.should_prune()
+
+
 def create_study(space: Space, storage: str, study_name: str | None = None, worker: int = 0,
                  heartbeat: float = HEARTBEAT_SECONDS):
     """Create or load the study. The sampler is seeded from the space's seed, the worker's index and the number
@@ -206,6 +223,9 @@ def create_study(space: Space, storage: str, study_name: str | None = None, work
         pruner = optuna.pruners.NopPruner()
     elif settings["name"] == "threshold":  # e.g. stop any trial whose folds so far are worse than the prior
         pruner = optuna.pruners.ThresholdPruner(upper=float(settings["upper"]), n_warmup_steps=int(settings.get("n_warmup_steps", 0)))
+    elif settings["name"] == "wilcoxon":
+        pruner = optuna.pruners.WilcoxonPruner(p_threshold=float(settings.get("p_threshold", 0.1)),
+                                               n_startup_steps=int(settings.get("n_startup_steps", 2)))
     else:
         pruner = optuna.pruners.MedianPruner(n_startup_trials=int(settings.get("n_startup_trials", 2)),
                                              n_warmup_steps=int(settings.get("n_warmup_steps", 0)))
@@ -369,7 +389,7 @@ def launch(space_path, trials: int, storage: str | None = None, study_name: str 
     storage = storage or default_storage(name)
     study, client, sweep_run = prepare_study(space, storage, name, trailing, worker, heartbeat)
     for number in close_dead_runs(study, client, name):
-        print(f"trial {number}: its worker died; its MLflow run is marked FAILED and its parameters are retried")
+        log.info(f"trial {number}: its worker died; its MLflow run is marked FAILED and its parameters are retried")
 
     def objective(trial):
         import keras
@@ -388,8 +408,7 @@ def launch(space_path, trials: int, storage: str | None = None, study_name: str 
         def on_fold(fold, kl, run_id):
             trial.set_user_attr("mlflow_run_id", run_id)
             folds.append(kl)
-            trial.report(sum(folds) / len(folds), step=len(folds) - 1)  # mean KL of the folds so far
-            return trial.should_prune()
+            return report_fold(trial, space.pruner["name"], folds, fold)
 
         tags = {"hms.sweep": name, "hms.trial": str(trial.number), "mlflow.parentRunId": sweep_run}  # nested under the sweep
         tags.update({f"hms.param.{k}": v for k, v in trial.params.items()})
@@ -409,13 +428,13 @@ def launch(space_path, trials: int, storage: str | None = None, study_name: str 
             study.stop()
 
     if finished_trials(study, running=True) >= trials:
-        print(f"study {name} already holds {finished_trials(study)} finished trial(s) (asked for {trials})")
+        log.info(f"study {name} already holds {finished_trials(study)} finished trial(s) (asked for {trials})")
         return
     client.update_run(sweep_run, status="RUNNING")
     study.optimize(objective, n_trials=None, callbacks=[after], catch=(Exception,))
     if finished_trials(study) >= trials and finished_trials(study, running=True) == finished_trials(study):
         client.set_terminated(sweep_run, "FINISHED")  # the last worker out closes the sweep run
-    print(f"study {name}: {finished_trials(study)} finished trial(s); best {_best_line(study)}")
+    log.info(f"study {name}: {finished_trials(study)} finished trial(s); best {_best_line(study)}")
 
 
 def _record_baselines(trial, client) -> None:

@@ -79,6 +79,21 @@ def test_cv_run_writes_every_record(cv_run):
     assert inputs["kaggle-train"].dataset.digest != inputs["kaggle-train-folds2-seed42"].dataset.digest
 
 
+def test_the_run_log_is_an_artifact_with_every_message_and_a_line_per_epoch(cv_run):
+    """Messages go through `logging`; the run keeps its own log file, with the per-epoch lines the console leaves to Keras."""
+    store, _ = cv_run
+    client, _, all_runs = runs(store)
+    parent = next(r for r in all_runs if r.data.tags.get("hms.run_type") == "cv")
+    logged = [a.path for a in client.list_artifacts(parent.info.run_id, "logs")]
+    assert len(logged) == 1 and logged[0].endswith(".log")
+    text = open(client.download_artifacts(parent.info.run_id, logged[0], str(store / "dl"))).read()
+    for fold in (0, 1):
+        assert f"fold {fold}: KL {parent.data.metrics[f'fold{fold}_kl']:.4f}" in text
+        for epoch in (1, 2, 3):  # 2 epochs and 1 second-stage epoch
+            assert f"fold {fold} epoch {epoch}: loss " in text
+    assert f"cv_kl {parent.data.metrics['cv_kl']:.4f}" in text and " INFO hms.cv: " in text
+
+
 def test_logged_cv_kl_equals_the_official_kl_of_oof(cv_run, synthetic_root):
     store, value = cv_run
     client, _, all_runs = runs(store)
@@ -191,6 +206,12 @@ def test_crash_marks_the_run_failed_with_its_error(synthetic_root, tmp_path, mon
     statuses = {r.data.tags.get("hms.run_type"): (r.info.status, r.data.tags.get("hms.error", "")) for r in all_runs}
     assert statuses["cv"][0] == "FAILED" and "broken.weights.h5" in statuses["cv"][1]
     assert statuses["fold"][0] == "FAILED" and "cannot be loaded" in statuses["fold"][1]
+    # The failed run keeps its log, ending with the error and its traceback.
+    client, _, _ = runs(tmp_path)
+    parent = next(r for r in all_runs if r.data.tags.get("hms.run_type") == "cv").info.run_id
+    logged = [a.path for a in client.list_artifacts(parent, "logs")]
+    text = open(client.download_artifacts(parent, logged[0], str(tmp_path))).read()
+    assert "ends with ValueError" in text and "broken.weights.h5" in text and "Traceback" in text
 
 
 def test_resume_after_a_killed_fold_keeps_finished_folds(synthetic_root, tmp_path):

@@ -56,7 +56,8 @@ def oof_of(client, run_id, folder):
 def test_ensemble_command_beats_its_best_member_and_records_everything(candidate_runs, tmp_path):
     store, client, same, _ = candidate_runs
     uri = f"sqlite:///{store}/mlflow.db"
-    done = run_module("hms.ensemble", "--tracking-uri", uri, "--filter", SAME_FOLDS, "--trials", "60", cwd=store)
+    done = run_module("hms.ensemble", "--tracking-uri", uri, "--filter", SAME_FOLDS, "--trials", "60", "--register", "hms-ens",
+                      cwd=store)
     assert done.returncode == 0, done.stderr
     ensemble = next(r for r in runs(store)[2] if r.data.tags.get("hms.run_type") == "ensemble")
     assert ensemble.info.status == "FINISHED" and ensemble.info.run_id in done.stdout
@@ -84,7 +85,16 @@ def test_ensemble_command_beats_its_best_member_and_records_everything(candidate
     assert metrics["prior_kl"] == pytest.approx(min(m["prior_kl"] for m in members))
     assert f"best member baseline_kl {metrics['baseline_kl']:.4f}" in done.stdout
     artifacts = {a.path for a in client.list_artifacts(ensemble.info.run_id)}
-    assert {"ensemble.json", "candidates.csv", "oof.parquet", "plots"} <= artifacts
+    assert {"ensemble.json", "candidates.csv", "oof.parquet", "plots", "logs"} <= artifacts
+    # --register: the ensemble's model folder is version 1 of the registered model, the same members and weights.
+    from hms.inference import FOLDER_MODEL, export_logged_models, resolve_model_uri
+
+    assert ensemble.data.tags["hms.registered"] == "models:/hms-ens/1" and "models:/hms-ens/1" in done.stdout
+    assert resolve_model_uri(client, "models:/hms-ens/1").model_type == FOLDER_MODEL
+    registered = load_bundle(export_logged_models(client, tmp_path / "registered", ["models:/hms-ens/1"]))
+    assert [(m["run_id"], m["weight"]) for m in registered["members"]] == [(m["run_id"], m["weight"]) for m in bundle["members"]]
+    log_file = client.list_artifacts(ensemble.info.run_id, "logs")[0].path
+    assert "ensemble cv_kl" in open(client.download_artifacts(ensemble.info.run_id, log_file, str(tmp_path))).read()
     assert {a.path for a in client.list_artifacts(ensemble.info.run_id, "plots")} == {
         "plots/weights.png", "plots/candidates_vs_ensemble.png"}
 

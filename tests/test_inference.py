@@ -129,8 +129,35 @@ def test_exported_models_predict_offline_the_same_submission(learned_run, run_su
     from_uris = predict(load_bundle(folder), compose(data_overrides(root, store)))
     np.testing.assert_allclose(from_uris[list(VOTE_COLUMNS)].to_numpy(), pd.read_csv(online)[list(VOTE_COLUMNS)].to_numpy(),
                                atol=1e-9)
-    with pytest.raises(PredictError, match="models:/m-0000: no such logged model"):
+    with pytest.raises(PredictError, match="models:/m-0000: no such model"):
         export_logged_models(client, tmp_path / "none", ["models:/m-0000"])
+
+    # Registered names: a fold model registered by hand (as in the MLflow UI), read as models:/<name>/<version>.
+    fold0 = next(m for m in logged if m.params["fold"] == "0")
+    from hms.inference import registry_sees
+
+    client.create_registered_model("hms-fold0")
+    with registry_sees(client):  # as the MLflow UI does, with the store as its tracking URI
+        client.create_model_version("hms-fold0", source=fold0.artifact_location, model_id=fold0.model_id)
+    by_name = load_bundle(export_logged_models(client, tmp_path / "by-name", ["models:/hms-fold0/1"]))
+    assert by_name["members"][0]["run_id"] == run_id and list(by_name["members"][0]["config"].cv.only) == [0]
+    with pytest.raises(PredictError, match="models:/hms-fold0/7: no such model"):
+        export_logged_models(client, tmp_path / "none", ["models:/hms-fold0/7"])
+    # A whole model folder registered under a name, with an alias: hms.predict --model-uri models:/<name>@<alias>.
+    from hms.inference import FOLDER_MODEL, register_folder, resolve_model_uri
+
+    uri = register_folder(client, folder_of_run := export(client, tmp_path / "run-folder", run_id=run_id), "hms-b0",
+                          experiment.experiment_id, run_id)
+    assert uri == "models:/hms-b0/1" and folder_of_run.is_dir()
+    registered = resolve_model_uri(client, "models:/hms-b0/1")
+    assert registered.model_type == FOLDER_MODEL and registered.source_run_id == run_id
+    client.set_registered_model_alias("hms-b0", "champion", "1")
+    with pytest.raises(PredictError, match="whole model folder"):
+        export_logged_models(client, tmp_path / "mixed", ["models:/hms-b0@champion", uris[0]])
+    out = tmp_path / "registered.csv"
+    done = run_module("hms.predict", "--model-uri", "models:/hms-b0@champion", *data_overrides(root, store), "--out", out)
+    assert done.returncode == 0, done.stderr
+    pd.testing.assert_frame_equal(pd.read_csv(online), pd.read_csv(out))
 
 
 def test_a_bad_model_folder_is_named(learned_run, tmp_path):

@@ -264,3 +264,34 @@ def test_item08_09_an_unknown_study_or_storage_is_named_and_nothing_is_created(t
     assert optuna.get_all_study_names(storage) == ["real"]
     missing = run_module("hms.sweep", command, "--study", "real", "--storage", f"sqlite:///{tmp_path}/nothere.db", cwd=tmp_path)
     assert missing.returncode == 2 and "no study storage at" in missing.stderr and not (tmp_path / "nothere.db").exists()
+
+
+def test_wilcoxon_pruner_pairs_each_fold_with_the_best_trials_fold(tmp_path):
+    """pruner: wilcoxon reports each fold's own KL at its fold number; on a real study the pruner stops a trial
+    whose folds are each worse than the best trial's same folds once the paired test can say so (4 of 5 folds,
+    one-sided p = 1/16 < 0.1), and lets through one that is better on some folds."""
+    from hms.search import create_study, report_fold
+
+    path = tmp_path / "w.yaml"
+    path.write_text(SPACE.format(study="w", pruner="{name: wilcoxon, p_threshold: 0.1, n_startup_steps: 0}"))
+    space = load_space(path)
+    study = create_study(space, f"sqlite:///{tmp_path}/w.db")
+    assert isinstance(study.pruner, optuna.pruners.WilcoxonPruner)
+    best = [0.60, 0.70, 0.65, 0.72, 0.68]
+
+    def run(fold_kls):
+        trial, folds = study.ask(), []
+        for fold, kl in enumerate(fold_kls):
+            folds.append(kl)
+            if report_fold(trial, "wilcoxon", folds, fold):
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                return trial.number, len(folds)
+        study.tell(trial, float(np.mean(fold_kls)))
+        return trial.number, len(folds)
+
+    first, done = run(best)
+    assert done == 5 and study.trials[first].intermediate_values == dict(enumerate(best))
+    worse, done = run([k + 0.1 for k in best])
+    assert study.trials[worse].state == optuna.trial.TrialState.PRUNED and done == 4
+    mixed, done = run([0.55, 0.75, 0.60, 0.80, 0.66])  # better on three folds: no evidence it is worse
+    assert study.trials[mixed].state == optuna.trial.TrialState.COMPLETE and done == 5

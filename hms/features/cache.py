@@ -26,6 +26,10 @@ from ..dataset.layout import DataError, eeg_path, read_eeg, read_spectrogram, sp
 from .eeg import CHAIN_CHANNELS, eeg_spectrograms
 from .kaggle import kaggle_tiles
 
+from .. import logs
+
+log = logs.get(__name__)
+
 CACHE_VERSION = 2  # 2: keyed by every data file's stamp
 KINDS = ("kaggle", "eeg")
 # The public precomputed EEG spectrograms (the public notebook's eeg_specs.npy) hold the chains in the
@@ -261,9 +265,9 @@ def _run(jobs, options: FeatureOptions, total, description) -> None:
     finally:
         bar.close()
         if bad:
-            print(f"{len(bad)} bad file(s) skipped:")
+            log.warning(f"{len(bad)} bad file(s) skipped:")
             for error in bad:
-                print(f"  {error}")
+                log.warning(f"  {error}")
 
 
 def _recheck_bad(folder: Path) -> None:
@@ -347,4 +351,4 @@ def _fill_precomputed(folder: Path, items: pd.DataFrame, path: str, tile) -> Non
     features.flush()
     status.flush()
     if lacking:
-        print(f"{path} lacks {len(lacking)} of {items.eeg_id.nunique()} eeg_ids (e.g. {lacking[:5]}): computing them from the EEG files")
+        log.info(f"{path} lacks {len(lacking)} of {items.eeg_id.nunique()} eeg_ids (e.g. {lacking[:5]}): computing them from the EEG files")

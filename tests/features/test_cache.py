@@ -69,7 +69,7 @@ def test_bad_file_fails_naming_it_or_is_skipped_and_reported(synthetic_root, ite
     assert not partial.complete
     cache = build_cache(root, "train", "eeg", items, tile=TILE, cache_dir=tmp_path / "c2", workers=2, bad_files="skip", progress=False)
     assert cache.complete and cache.bad_items().tolist() == [2]
-    assert f"{broken}.parquet: unreadable parquet" in capsys.readouterr().out
+    assert f"{broken}.parquet: unreadable parquet" in capsys.readouterr().err  # a warning: stderr
 
 
 def test_precomputed_eeg_spectrograms_are_used_and_lacking_ids_reported(synthetic_root, items, tmp_path, capsys):
@@ -161,7 +161,7 @@ def test_item02_a_bad_file_fails_again_while_bad_and_is_used_once_repaired(synth
     skipped = build_cache(root, "train", "eeg", items.iloc[:4], bad_files="skip", **options)
     assert skipped.bad_items().tolist() == [1]
     again = build_cache(root, "train", "eeg", items.iloc[:4], bad_files="skip", **options)  # reported again, not silently
-    assert again.bad_items().tolist() == [1] and capsys.readouterr().out.count(f"{path.name}: unreadable parquet") == 2
+    assert again.bad_items().tolist() == [1] and capsys.readouterr().err.count(f"{path.name}: unreadable parquet") == 2
     path.write_bytes(good)  # repaired
     repaired = build_cache(root, "train", "eeg", items.iloc[:4], **options)
     assert repaired.complete and not len(repaired.bad_items())
