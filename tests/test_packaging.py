@@ -46,3 +46,20 @@ def test_the_wheel_ships_its_configs_and_sweeps_and_its_commands_run_from_an_emp
     space = run(site, empty, env, "hms-sweep", "launch", "nosuch", "--trials", "1")
     assert space.returncode == 2 and "shipped spaces: backbone_aug_mix, lr_steps, tiny" in space.stderr
     assert sorted(p.name for p in empty.iterdir()) == []  # nothing written where the commands ran
+
+
+def test_a_users_own_config_folder_adds_options_that_are_typed_too(installed, tmp_path):
+    """--config-dir adds the user's group files to the shipped ones; they start from the same schema, so a wrong
+    type in them is rejected naming the key. Hydra's shell completion works through the console script."""
+    site, empty, env = installed
+    mine = tmp_path / "mine" / "backbone"
+    mine.mkdir(parents=True)
+    (mine / "my_b1.yaml").write_text("defaults:\n  - _efficientnet\n  - _self_\n\nname: efficientnet_b1\ndropout: 0.35\n")
+    (mine / "broken.yaml").write_text("defaults:\n  - _efficientnet\n  - _self_\n\nname: efficientnet_b1\ndropout: lots\n")
+    job = run(site, empty, env, "hms-train", "--config-dir", tmp_path / "mine", "backbone=my_b1", "--cfg", "job")
+    assert job.returncode == 0, job.stderr
+    assert "name: efficientnet_b1" in job.stdout and "dropout: 0.35" in job.stdout and "positions: auto" in job.stdout
+    broken = run(site, empty, env, "hms-train", "--config-dir", tmp_path / "mine", "backbone=broken", "--cfg", "job")
+    assert broken.returncode != 0 and "backbone.dropout" in broken.stderr and "lots" in broken.stderr
+    completion = run(site, empty, env, "hms-train", "-sc", "install=bash")
+    assert completion.returncode == 0 and "complete" in completion.stdout and "hms-train" in completion.stdout
