@@ -356,6 +356,8 @@ def run_cv(cfg: DictConfig, tags: dict | None = None, on_fold=None, overrides=()
 def _fold_loop(client, cfg, devices, data: TrainingData, parent: Parent, on_fold):
     """Train the planned folds a parent run has not finished; returns what `finish_parent` takes.
     A fold that fails has its child run marked FAILED before the error goes on."""
+    from .models import resolved_recipe
+
     folds = planned_folds(cfg)
     histories, parts, example, fresh_model, stopped = {}, [], None, None, False
     baselines = RunBaselines(data.samples, data.sources, data.fixed_rows)
@@ -368,8 +370,12 @@ def _fold_loop(client, cfg, devices, data: TrainingData, parent: Parent, on_fold
             "mlflow.parentRunId": parent.run_id, "hms.fold": str(fold), "hms.run_type": "fold"})).info.run_id
         try:
             if fresh_model is None:
-                fresh_model = FreshModel(cfg, devices, len(data.sources), _steps_per_epoch(cfg, data.samples))
+                steps = _steps_per_epoch(cfg, data.samples)
+                fresh_model = FreshModel(cfg, devices, len(data.sources), steps)
                 client.set_tag(parent.run_id, "hms.dtypes", model_dtypes(fresh_model.model))
+                # What `auto` became for this run, beside the config's own params.
+                recipe = resolved_recipe(cfg.backbone, steps)
+                tracking.log_params(client, parent.run_id, {f"recipe.{k}": str(v) for k, v in recipe.items()})
             model, rows, predictions, val = train_fold(cfg, devices, data, fold, fresh_model, client, child_id,
                                                        histories.setdefault(fold, {}))
             part = oof_frame(data.samples, rows, predictions)

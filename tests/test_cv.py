@@ -51,6 +51,10 @@ def test_cv_run_writes_every_record(cv_run):
     assert parent.data.tags["hms.learned"] == str(parent.data.metrics["cv_kl"] <= 0.9 * parent.data.metrics["prior_kl"]).lower()
     assert parent.data.metrics["cv_kl"] == pytest.approx(value)
     assert parent.data.params["backbone.name"] == "efficientnet_b0" and parent.data.params["cv.folds"] == "2"
+    # The recipe's `auto` values as this run resolved them: 20 training rows in batches of 16 are 2 steps per
+    # epoch, so the momentum floor; from scratch: no stochastic depth, the frequency-row channel on.
+    assert parent.data.params["backbone.bn_momentum"] == "auto" and parent.data.params["recipe.bn_momentum"] == "0.9"
+    assert parent.data.params["recipe.drop_connect"] == "0.0" and parent.data.params["recipe.positions"] == "True"
     assert parent.data.tags["hms.dtypes"] == "compute float32, variables float32, output float32"  # precision auto, no GPU
     for child in children:
         assert {"kl", "prior_kl", "baseline_kl"} <= set(child.data.metrics)
