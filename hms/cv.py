@@ -283,18 +283,11 @@ def log_fold_model(client, parent: Parent, child_id: str, fold: int, folder: Pat
     """One fold's model as an MLflow logged model (`models:/<id>`): `config.yaml` and `fold<k>.weights.h5`,
     made by the fold's run, with the fold and the CV run as params and tags. Returns its model id."""
     cfg = parent.cfg
-    logged = client.create_logged_model(
-        parent.experiment, name=f"{cfg.backbone.name}-{cfg.input.mix}-fold{fold}", source_run_id=child_id,
+    return tracking.log_model_folder(
+        client, parent.experiment, folder, name=f"{cfg.backbone.name}-{cfg.input.mix}-fold{fold}", source_run_id=child_id,
         params={"fold": str(fold), "cv_run": parent.run_id, "backbone.name": cfg.backbone.name, "input.mix": cfg.input.mix,
                 "input.tile": str(list(cfg.input.tile)), "cv.folds": str(cfg.cv.folds)},
         tags={"hms.fold": str(fold), "hms.cv_run": parent.run_id}, model_type="hms-fold")
-    try:
-        client.log_model_artifacts(logged.model_id, str(folder))
-    except BaseException:
-        client.finalize_logged_model(logged.model_id, "FAILED")
-        raise
-    client.finalize_logged_model(logged.model_id, "READY")
-    return logged.model_id
 
 
 def finish_parent(client, parent_id: str, parts, baselines: RunBaselines, histories, example, stopped: bool):

@@ -137,24 +137,19 @@ def register_folder(client, folder, name: str, experiment_id: str, source_run_id
     returns the `models:/<name>/<version>` URI that `hms.predict --model-uri` takes."""
     from mlflow.exceptions import MlflowException
 
+    from .tracking import log_model_folder
+
     bundle = load_bundle(folder)
-    logged = client.create_logged_model(experiment_id, name=name, source_run_id=source_run_id, model_type=FOLDER_MODEL,
-                                        params={"blend": bundle["blend"], "members": str(len(bundle["members"]))},
-                                        tags={"hms.source": str(bundle.get("source"))})
-    try:
-        client.log_model_artifacts(logged.model_id, str(folder))
-    except BaseException:
-        client.finalize_logged_model(logged.model_id, "FAILED")
-        raise
-    client.finalize_logged_model(logged.model_id, "READY")
+    model_id = log_model_folder(client, experiment_id, folder, name=name, source_run_id=source_run_id, model_type=FOLDER_MODEL,
+                                params={"blend": bundle["blend"], "members": str(len(bundle["members"]))},
+                                tags={"hms.source": str(bundle.get("source"))})
     try:
         client.create_registered_model(name)
     except MlflowException as error:
         if error.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
     with registry_sees(client):
-        version = client.create_model_version(name, source=f"models:/{logged.model_id}", run_id=source_run_id,
-                                              model_id=logged.model_id)
+        version = client.create_model_version(name, source=f"models:/{model_id}", run_id=source_run_id, model_id=model_id)
     return f"models:/{name}/{version.version}"
 
 

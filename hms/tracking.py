@@ -108,6 +108,19 @@ def log_params(client, run_id: str, params: dict[str, str]) -> None:
         client.log_batch(run_id, params=items[start:start + 100])
 
 
+def log_model_folder(client, experiment_id: str, folder, **spec) -> str:
+    """A folder as one MLflow logged model (`models:/<id>`): created with `spec` (name, source_run_id, model_type,
+    params, tags), its files uploaded, then READY (FAILED if the upload fails). Returns the model id."""
+    logged = client.create_logged_model(experiment_id, **spec)
+    try:
+        client.log_model_artifacts(logged.model_id, str(folder))
+    except BaseException:
+        client.finalize_logged_model(logged.model_id, "FAILED")
+        raise
+    client.finalize_logged_model(logged.model_id, "READY")
+    return logged.model_id
+
+
 def log_frame(client, run_id: str, frame, name: str) -> None:
     """Log a DataFrame as a parquet artifact `name`."""
     with tempfile.TemporaryDirectory() as tmp:
