@@ -160,6 +160,10 @@ def train_fold(cfg, devices, data: TrainingData, fold: int, fresh_model: FreshMo
         model.optimizer.learning_rate.assign(scale * cfg.cv.stage2_lr)
         model.fit(stage2, validation_data=val, initial_epoch=cfg.trainer.epochs, epochs=cfg.trainer.epochs + cfg.cv.stage2_epochs,
                   verbose=verbose, callbacks=[record])
+    if cfg.trainer.get("bn_recalibrate", False):  # (runs logged before the key did not) batch-norm statistics of the final weights, over the training rows
+        from .models import recalibrate_batch_norm
+
+        recalibrate_batch_norm(model, TileBatches(data.sources, data.fixed_rows[train_idx], y[train_idx], **common))
     predictions = predict_views(model, val, tta_views(cfg.augmentation))
     return model, val_idx, predictions, val
 

@@ -37,6 +37,7 @@ class TrainerSchema:
     cpu_devices: int = field(default=1, metadata=_at_least(1))
     workers: int = field(default=2, metadata=_at_least(1, "threads"))
     verbose: Any = field(default="auto", metadata=_one_of("auto", 0, 1, 2))
+    bn_recalibrate: bool = True
 
 
 @dataclass

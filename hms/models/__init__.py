@@ -1,6 +1,8 @@
 """Backbone registry and the tile-montage classifier."""
 
 from .backbones import create_backbone, list_backbones, register
-from .montage import TileMontage, auto_bn_momentum, build_model, model_for, resolved_recipe
+from .montage import (TileMontage, auto_bn_momentum, batch_norm_layers, build_model, model_for, recalibrate_batch_norm,
+                      resolved_recipe)
 
-__all__ = ["TileMontage", "auto_bn_momentum", "build_model", "create_backbone", "list_backbones", "model_for", "register", "resolved_recipe"]
+__all__ = ["TileMontage", "auto_bn_momentum", "batch_norm_layers", "build_model", "create_backbone", "list_backbones", "model_for",
+           "recalibrate_batch_norm", "register", "resolved_recipe"]

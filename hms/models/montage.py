@@ -118,3 +118,39 @@ def model_for(cfg, kinds: int, weights=None, steps_per_epoch: int | None = None)
     backbone = cfg.backbone
     return build_model(backbone.name, tuple(cfg.input.tile), kinds, source=backbone.source, weights=weights,
                        dropout=backbone.dropout, **resolved_recipe(backbone, steps_per_epoch))
+
+
+def batch_norm_layers(model) -> list:
+    """Every BatchNormalization layer of a model, nested backbones included."""
+    found, stack = [], [model]
+    while stack:
+        layer = stack.pop()
+        if isinstance(layer, layers.BatchNormalization):
+            found.append(layer)
+        stack.extend(getattr(layer, "layers", []))
+    return found
+
+
+def recalibrate_batch_norm(model, batches) -> int:
+    """Set every batch-norm layer's moving mean and variance to the average of its batch statistics over
+    `batches` (x, y pairs), with the model's final weights; returns the number of batches used.
+
+    During training the moving averages follow weights that keep changing: after a short run, or a last
+    epoch at a high rate, they describe earlier weights, and predictions normalise with the wrong
+    statistics (a 3-epoch B0 fold: KL 1.70 as trained, 1.16 recalibrated; B2 at 8 epochs 0.93 -> 0.88,
+    single view). With momentum k / (k + 1) at batch k the running value is the exact mean of the k + 1
+    batch statistics (as SWA's bn_update)."""
+    norms = batch_norm_layers(model)
+    saved = [layer.momentum for layer in norms]
+    used = 0
+    try:
+        for k in range(len(batches)):
+            x, _ = batches[k]
+            for layer in norms:
+                layer.momentum = k / (k + 1)
+            model(x, training=True)
+            used += 1
+    finally:
+        for layer, momentum in zip(norms, saved):
+            layer.momentum = momentum
+    return used

@@ -126,3 +126,36 @@ def test_auto_recipe_resolves_for_the_run():
 
     older = OmegaConf.create({k: v for k, v in OmegaConf.to_container(compose().backbone).items() if k != "positions"})
     assert resolved_recipe(older, None)["positions"] is False
+
+
+def test_batch_norm_recalibration_sets_each_layers_statistics_to_the_mean_over_batches():
+    """After recalibration a batch-norm layer's moving mean and variance are the average, over the batches, of the
+    per-channel mean and (biased) variance of that layer's input, worked out here with numpy from a sub-model;
+    the layers' momentum is left as it was."""
+    import keras
+
+    from hms.models import batch_norm_layers, recalibrate_batch_norm
+
+    model = build_model("efficientnet_b0", (16, 32), 2, weights=None, bn_momentum=0.9, drop_connect=0.0)
+    rng = np.random.default_rng(0)
+    batches = [(rng.normal(size=(4, 16, 32, 8)).astype(np.float32), None) for _ in range(3)]
+    norms = batch_norm_layers(model)
+    assert len(norms) > 40 and all(layer.momentum == 0.9 for layer in norms)
+    backbone = model.get_layer("efficientnet-b0")
+    probe = [layer for layer in norms if layer.name in ("stem_bn", "block3a_bn")]
+    inputs = keras.Model(backbone.inputs, [layer.input for layer in probe])
+    montage = model.get_layer("montage")
+    before = [np.asarray(layer.moving_mean).copy() for layer in probe]
+    assert recalibrate_batch_norm(model, batches) == 3
+    after = [(np.asarray(layer.moving_mean).copy(), np.asarray(layer.moving_variance).copy()) for layer in probe]
+    # Each layer's input as the recalibration saw it: training mode, so the layers before it normalise with
+    # their batch's own statistics (this pass moves the running values again; they were read above).
+    feeds = [inputs(montage(x), training=True) for x, _ in batches]
+    for i, layer in enumerate(probe):
+        values = [np.asarray(feed[i], np.float64) for feed in feeds]
+        mean = np.mean([v.mean(axis=(0, 1, 2)) for v in values], axis=0)
+        variance = np.mean([v.var(axis=(0, 1, 2)) for v in values], axis=0)
+        assert np.allclose(after[i][0], mean, atol=1e-4), layer.name
+        assert np.allclose(after[i][1], variance, rtol=1e-3, atol=1e-4), layer.name
+        assert not np.allclose(before[i], mean, atol=1e-4)
+    assert all(layer.momentum == 0.9 for layer in norms)
