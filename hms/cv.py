@@ -163,7 +163,9 @@ def train_fold(cfg, devices, data: TrainingData, fold: int, fresh_model: FreshMo
     if cfg.trainer.get("bn_recalibrate", False):  # (runs logged before the key did not) batch-norm statistics of the final weights, over the training rows
         from .models import recalibrate_batch_norm
 
-        recalibrate_batch_norm(model, TileBatches(data.sources, data.fixed_rows[train_idx], y[train_idx], **common))
+        # Batches 4x the training batch: the same average, a quarter of the (eager, per-call) passes.
+        recalibrate_batch_norm(model, TileBatches(data.sources, data.fixed_rows[train_idx], y[train_idx],
+                                                  batch_size=4 * cfg.trainer.batch_size, workers=cfg.trainer.workers))
     predictions = predict_views(model, val, tta_views(cfg.augmentation))
     return model, val_idx, predictions, val
 

@@ -352,6 +352,6 @@ def test_oof_rows_are_each_eeg_ids_own_prediction(cv_run, synthetic_root):
             own = votes.loc[item.eeg_id].to_numpy(float)
             assert np.allclose(row.filter(like="y_").to_numpy(float), own / own.sum())
     to_mean, to_plain = np.max(gaps, axis=0)
-    # Every row is its own eeg_id's mean over the views, to float32 round-off (measured: 2e-8), and clearly
-    # closer to it than to the plain view (measured: 7e-6 away; this tiny model barely depends on its input).
-    assert to_mean < 1e-6 and to_mean * 10 < to_plain, (to_mean, to_plain)
+    # Every row is its own eeg_id's mean over the views, to float32 round-off of a batch of 16 against a batch of 4
+    # (measured: 1e-5), and far from the plain view (measured: 0.75 away; another eeg_id's row is as far).
+    assert to_mean < 1e-4 and to_mean * 100 < to_plain, (to_mean, to_plain)
