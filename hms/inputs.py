@@ -13,11 +13,10 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
+from . import logs
 from .config import ConfigError
 from .dataset import assign_folds, load_train
 from .features.cache import FeatureCache, FeatureOptions, build_caches
-
-from . import logs
 
 log = logs.get(__name__)
 

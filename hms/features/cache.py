@@ -22,11 +22,10 @@ import pandas as pd
 from tqdm import tqdm
 
 from ..constants import EEG_RATE, EEG_WINDOW_ROWS
+from .. import logs
 from ..dataset.layout import DataError, eeg_path, read_eeg, read_spectrogram, spectrogram_path
 from .eeg import CHAIN_CHANNELS, eeg_spectrograms
 from .kaggle import kaggle_tiles
-
-from .. import logs
 
 log = logs.get(__name__)
 
