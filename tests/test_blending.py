@@ -136,3 +136,47 @@ def test_greedy_returns_the_best_single_run_when_no_blend_beats_it():
     p = np.stack([0.95 * y + 0.05 / 6, rng.dirichlet(np.ones(6), 80), rng.dirichlet(np.ones(6), 80)])
     assert kl_divergence(y, p[0]) < min(kl_divergence(y, blend(p, w)) for w in ([1, 1, 0], [1, 0, 1], [2, 1, 0]))
     assert np.allclose(fit_greedy(p, y), [1, 0, 0])
+
+
+def test_blend_mode_is_matched_by_value_not_identity():
+    # A mode read from a config file or a command line is a string built at run time, not the interned literal.
+    a = np.array([[0.5, 0.1, 0.1, 0.1, 0.1, 0.1]])
+    b = np.array([[0.1, 0.5, 0.1, 0.1, 0.1, 0.1]])
+    log = "".join(["lo", "g"])
+    expected = np.sqrt(a * b) / np.sqrt(a * b).sum()  # equal weights: the renormalised geometric mean, by hand
+    assert np.allclose(blend(np.stack([a, b]), [1, 1], log), expected)
+    assert np.allclose(blend(np.stack([a, b]), [1, 1], "".join(["pr", "ob"])), (a + b) / 2)
+
+
+def test_a_trial_over_max_members_keeps_its_largest_weights():
+    import optuna
+
+    from hms.blending import _trial_weights
+
+    trial = optuna.trial.FixedTrial({"use_0": True, "w_0": 0.2, "use_1": True, "w_1": 0.9, "use_2": False,
+                                     "use_3": True, "w_3": 0.5})
+    assert _trial_weights(trial, 4, max_members=2).tolist() == [0.0, 0.9, 0.0, 0.5]
+    trial = optuna.trial.FixedTrial({"use_0": True, "w_0": 0.2, "use_1": True, "w_1": 0.9, "use_2": False, "use_3": False})
+    assert _trial_weights(trial, 4, max_members=2).tolist() == [0.2, 0.9, 0.0, 0.0]  # within the limit: untouched
+
+
+def test_optuna_searches_each_weight_in_its_documented_range():
+    import optuna
+
+    rng = np.random.default_rng(8)
+    y = rng.dirichlet(np.ones(6), 40)
+    p = np.stack([rng.dirichlet(np.ones(6), 40) for _ in range(3)])
+    study = optuna.create_study(direction="minimize")
+    fit_optuna(p, y, trials=12, study=study, warm_start=False)
+    ranges = {(d.low, d.high) for t in study.trials for name, d in t.distributions.items() if name.startswith("w_")}
+    assert ranges == {(0.01, 1.0)}
+    assert len(study.trials) == 12  # exactly the trials asked for
+
+
+def test_greedy_does_not_add_a_run_that_leaves_the_kl_unchanged():
+    # Run 1 is a copy of run 0 (the best): adding it changes nothing, so the best prefix is run 0 alone.
+    rng = np.random.default_rng(9)
+    y = rng.dirichlet(np.ones(6), 50)
+    good = 0.9 * y + 0.1 / 6
+    p = np.stack([good, good.copy(), rng.dirichlet(np.ones(6), 50)])
+    assert np.allclose(fit_greedy(p, y), [1, 0, 0])
