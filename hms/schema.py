@@ -50,6 +50,7 @@ class BackboneSchema:
                                                         "high_open": True, "what": "a momentum"})
     drop_connect: Any = field(default="auto", metadata={"auto": True, **_fraction("a rate", high_open=True)})
     positions: Any = field(default="auto", metadata=_one_of("auto", True, False))
+    zero_residual: Any = field(default="auto", metadata=_one_of("auto", True, False))
 
 
 @dataclass

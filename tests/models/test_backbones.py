@@ -124,8 +124,35 @@ def test_auto_recipe_resolves_for_the_run():
     # A run logged before the key existed trained without the channel: its models are rebuilt without it.
     from omegaconf import OmegaConf
 
-    older = OmegaConf.create({k: v for k, v in OmegaConf.to_container(compose().backbone).items() if k != "positions"})
-    assert resolved_recipe(older, None)["positions"] is False
+    older = OmegaConf.create({k: v for k, v in OmegaConf.to_container(compose().backbone).items()
+                              if k not in ("positions", "zero_residual")})
+    assert resolved_recipe(older, None)["positions"] is False and resolved_recipe(older, None)["zero_residual"] is False
+    # Residual blocks starting as identities: on from scratch, off with pretrained weights, or as set.
+    assert resolved_recipe(cfg.backbone, 30)["zero_residual"] is True
+    assert resolved_recipe(compose(["backbone.weights=imagenet"]).backbone, 30)["zero_residual"] is False
+    assert resolved_recipe(compose(["backbone.zero_residual=false"]).backbone, 30)["zero_residual"] is False
+
+
+def test_zero_residual_starts_every_residual_block_as_the_identity():
+    """EfficientNet-B0 has 16 MBConv blocks in stages of 1, 2, 2, 3, 3, 4, 1 (Tan and Le 2019, table 1); each stage's
+    blocks after its first add their input back: 9 residual blocks. Each one's last batch-norm scale starts at 0,
+    so the block outputs its input; every other scale keeps its initial 1."""
+    import keras
+
+    plain = build_model("efficientnet_b0", (16, 32), 2, weights=None, zero_residual=False).get_layer("efficientnet-b0")
+    zeroed = build_model("efficientnet_b0", (16, 32), 2, weights=None, zero_residual=True).get_layer("efficientnet-b0")
+    residual = {f"block{stage}{'abcd'[k]}" for stage, blocks in enumerate((1, 2, 2, 3, 3, 4, 1), start=1) for k in range(1, blocks)}
+    assert len(residual) == 9
+    for net, zero in ((plain, set()), (zeroed, {f"{b}_project_bn" for b in residual})):
+        for layer in net.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                expected = 0.0 if layer.name in zero else 1.0
+                assert np.all(layer.gamma.numpy() == expected), layer.name
+    # The block's output is its input: the residual branch adds exactly zero (inference mode).
+    x = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
+    probe = keras.Model(zeroed.inputs, [zeroed.get_layer("block2a_project_bn").output, zeroed.get_layer("block2b_add").output])
+    before, after = probe(x, training=False)
+    np.testing.assert_array_equal(before.numpy(), after.numpy())
 
 
 def test_batch_norm_recalibration_sets_each_layers_statistics_to_the_mean_over_batches():
