@@ -14,6 +14,9 @@ MODULES=(
   "hms/baselines.py:tests/test_baselines.py"
 )
 [ -n "${HMS_MUTATE:-}" ] && read -r -a MODULES <<< "$HMS_MUTATE"  # e.g. HMS_MUTATE="hms/schedule.py:tests/test_schedule.py"
+# HMS_MUTATE_SAMPLE=N: run a random N of each module's mutants (seeded, so a rerun draws the same ones) where
+# all of them would take too long; the report then says it is a sample and gives the interval of the kill rate.
+export HMS_MUTATE_SAMPLE="${HMS_MUTATE_SAMPLE:-}"
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -38,6 +41,19 @@ TOML
   cd "$copy"
   export PYTHONPATH="$copy"  # the copy's hms, not the installed checkout
   cosmic-ray init cosmic-ray.toml session.sqlite
+  if [ -n "$HMS_MUTATE_SAMPLE" ]; then
+    python3 - session.sqlite "$HMS_MUTATE_SAMPLE" <<'PY'
+import random, sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+jobs = sorted(row[0] for row in db.execute("select job_id from work_items"))
+drop = [(j,) for j in set(jobs) - set(random.Random(0).sample(jobs, min(int(sys.argv[2]), len(jobs))))]
+db.executemany("delete from mutation_specs where job_id = ?", drop)
+db.executemany("delete from work_items where job_id = ?", drop)
+db.execute("create table if not exists hms_sample (population integer)")
+db.execute("insert into hms_sample values (?)", (len(jobs),))
+db.commit()
+PY
+  fi
   cosmic-ray baseline cosmic-ray.toml > /dev/null
   cosmic-ray exec cosmic-ray.toml session.sqlite
 }
@@ -52,15 +68,24 @@ for entry in "${MODULES[@]}"; do
 import sqlite3, sys
 db = sqlite3.connect(sys.argv[1])
 rows = db.execute("select test_outcome, diff from work_results").fetchall()
+population = db.execute("select population from hms_sample").fetchone()[0] if db.execute(
+    "select 1 from sqlite_master where name = 'hms_sample'").fetchone() else len(rows)
 for outcome, diff in rows:
     if outcome == "SURVIVED":  # the changed lines of each survivor
         print("   survived:", " => ".join(l[1:].strip() for l in diff.splitlines()
                                        if l[:1] in "+-" and not l.startswith(("+++", "---"))), file=sys.stderr)
-print(len(rows), sum(outcome == "SURVIVED" for outcome, _ in rows))
+print(len(rows), sum(outcome == "SURVIVED" for outcome, _ in rows), population)
 PY
   )
-  read -r jobs_n alive <<< "$counts"
+  read -r jobs_n alive population <<< "$counts"
   total=$((total + jobs_n)); survived=$((survived + alive))
-  echo "== ${entry%%:*} (tests: ${entry#*:}): $((jobs_n - alive)) of $jobs_n mutants killed"
+  sample=""
+  if [ "$population" -gt "$jobs_n" ]; then  # a random sample: the kill rate's 95% Wilson interval for all of them
+    sample=$(python3 -c "
+import math; n, k, z = $jobs_n, $jobs_n - $alive, 1.96
+p = k / n; c = (p + z * z / (2 * n)) / (1 + z * z / n); h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+print(f', a random sample of $population mutants: {100 * (c - h):.0f}-{100 * (c + h):.0f}% of all would be killed (95%)')")
+  fi
+  echo "== ${entry%%:*} (tests: ${entry#*:}): $((jobs_n - alive)) of $jobs_n mutants killed$sample"
 done
 echo "all modules: $((total - survived)) of $total mutants killed ($(awk "BEGIN {printf \"%.1f\", 100 * ($total - $survived) / ($total ? $total : 1)}")%)"

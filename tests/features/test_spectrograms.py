@@ -1,5 +1,6 @@
 import numpy as np
 import pandas as pd
+import pytest
 
 from hms.dataset import load_train, read_eeg, read_spectrogram
 from hms.features import eeg_spectrogram, eeg_spectrograms, kaggle_tiles
@@ -32,6 +33,9 @@ def test_batched_equals_one_by_one(synthetic_root):
     batch = eeg_spectrograms(np.stack(windows))
     for k, window in enumerate(windows):
         np.testing.assert_allclose(batch[k], eeg_spectrogram(window), atol=1e-6)
+    for wrong in (windows[0], np.stack(windows)[None], np.stack(windows)[..., :19]):  # one window, an extra axis, 19 columns
+        with pytest.raises(ValueError, match=r"expected \(batch, samples, 20\) EEG windows"):
+            eeg_spectrograms(wrong)
 
 
 def test_kaggle_tiles_match_the_seed_on_real_spectrogram(kaggle_sample):
