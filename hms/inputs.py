@@ -16,7 +16,8 @@ from omegaconf import DictConfig
 from . import logs
 from .config import ConfigError
 from .dataset import assign_folds, load_train
-from .features.cache import FeatureCache, FeatureOptions, build_caches
+from .dataset.layout import eeg_path, spectrogram_path
+from .features.cache import FeatureOptions, build_caches
 
 log = logs.get(__name__)
 
@@ -50,9 +51,37 @@ def feature_options(cfg: DictConfig, progress: bool = True) -> FeatureOptions:
                           bad_files=cfg.data.bad_files, precomputed=cfg.data.eeg_spectrograms, progress=progress)
 
 
-def build_features(cfg: DictConfig, root, split: str, items: pd.DataFrame, progress: bool = True) -> dict[str, FeatureCache]:
-    """Build or open the caches of every tile kind `cfg.input.mix` needs for `items`."""
-    return build_caches(root, split, feature_kinds(cfg.input.mix), items, feature_options(cfg, progress))
+def cache_mode(cfg: DictConfig, root, split: str, items: pd.DataFrame) -> str:
+    """`data.cache` resolved: with `auto`, the per-file cache where every window's finished tiles would take
+    more than half the bytes of the data files they come from (random windows at full tile size), else tiles."""
+    mode = cfg.data.get("cache", "auto")
+    if mode == "files" and cfg.data.eeg_spectrograms:
+        raise ConfigError("data.cache=files makes EEG spectrograms from the EEG files; data.eeg_spectrograms "
+                          f"({cfg.data.eeg_spectrograms}) needs data.cache=tiles")
+    if mode != "auto":
+        return mode
+    if cfg.data.eeg_spectrograms:
+        return "tiles"
+    kinds = feature_kinds(cfg.input.mix)
+    tile_bytes = len(items) * int(np.prod(cfg.input.tile)) * 4 * 2 * len(kinds)  # float16, 4 channels per kind
+    file_bytes = 0
+    for kind in kinds:
+        column, path_of = ("eeg_id", eeg_path) if kind == "eeg" else ("spectrogram_id", spectrogram_path)
+        for file_id in np.unique(items[column].to_numpy(np.int64)):
+            path = path_of(root, int(file_id), split)
+            file_bytes += path.stat().st_size if path.is_file() else 0
+    return "files" if tile_bytes > file_bytes / 2 else "tiles"
+
+
+def build_features(cfg: DictConfig, root, split: str, items: pd.DataFrame, progress: bool = True) -> dict:
+    """Build or open the caches of every tile kind `cfg.input.mix` needs for `items`: finished tiles, or the
+    per-file cache read as tiles (`data.cache`); both index like arrays of tiles."""
+    options = feature_options(cfg, progress)
+    if cache_mode(cfg, root, split, items) == "files":
+        from .features.files import build_window_caches
+
+        return build_window_caches(root, split, feature_kinds(cfg.input.mix), items, options)
+    return build_caches(root, split, feature_kinds(cfg.input.mix), items, options)
 
 
 def bad_rows(caches, count: int) -> np.ndarray:
@@ -99,6 +128,8 @@ def load_training_data(cfg: DictConfig) -> TrainingData:
     window_rows = [per_eeg.loc[e] for e in samples.eeg_id] if cfg.data.sampling == "random" else [[r] for r in fixed_rows]
     import hashlib
 
-    digest = hashlib.sha256(" ".join(sorted(c.path.name for c in caches.values())).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(" ".join(sorted(c.path.name for c in caches.values())).encode())
+    digest.update(np.ascontiguousarray(items[["eeg_offset", "spec_offset"]].to_numpy(np.float64)).tobytes())  # windows
+    digest = digest.hexdigest()[:16]
     return TrainingData(samples, [caches[k].features for k in feature_kinds(cfg.input.mix)], fixed_rows, window_rows,
                         items.eeg_id.to_numpy(np.int64), str(Path(root).resolve()), digest)

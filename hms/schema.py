@@ -79,6 +79,7 @@ class DataSchema:
     eeg_spectrograms: Optional[str] = None
     bad_files: str = field(default="fail", metadata=_one_of("fail", "skip"))
     cache_dir: str = "data/cache"
+    cache: str = field(default="auto", metadata=_one_of("auto", "tiles", "files"))
     workers: Optional[int] = field(default=None, metadata=_at_least(1, "processes"))
 
 

@@ -7,14 +7,22 @@ from __future__ import annotations
 import numpy as np
 
 
-def direct_tiles(root, split: str, item, tile, kinds) -> np.ndarray:
+def direct_tiles(root, split: str, item, tile, kinds, spectrogram_float16: bool = False) -> np.ndarray:
     """(H, W, 4 * kinds) tiles of one item (eeg_id, spectrogram_id, eeg_offset, spec_offset), from its files,
-    stored at the cache's precision (float16)."""
-    from hms.features.cache import _compute
+    stored at the cache's precision (float16). `spectrogram_float16`: as the per-file cache (data.cache=files)
+    stores spectrograms, clipped to [exp(-4), exp(8)] and rounded to float16 before the tiles are made."""
+    from hms.features.cache import _compute, _resize
+    from hms.features.kaggle import kaggle_tiles
+    from hms.dataset import read_spectrogram, spectrogram_path
 
     parts = []
     for kind in kinds:
         file_id, offset = (item.spectrogram_id, item.spec_offset) if kind == "kaggle" else (item.eeg_id, item.eeg_offset)
+        if kind == "kaggle" and spectrogram_float16:
+            values = read_spectrogram(spectrogram_path(root, int(file_id), split))
+            values[:, 1:] = np.clip(values[:, 1:], np.exp(-4), np.exp(8)).astype(np.float16)
+            parts.append(_resize(kaggle_tiles(values, float(offset))[None], tuple(tile))[0])
+            continue
         parts.append(_compute(kind, str(root), split, int(file_id), np.array([float(offset)]), tuple(tile))[0])
     return np.concatenate(parts, axis=-1).astype(np.float16).astype(np.float32)
 

@@ -24,13 +24,14 @@ pytestmark = pytest.mark.slow  # trains real models or runs commands
 
 @pytest.fixture(scope="session")
 def cv_run(synthetic_root, tmp_path_factory):
-    """One 2-fold run of a tiny B0 with the random window sampling and hemisphere augmentation."""
+    """One 2-fold run of a tiny B0 with the random window sampling (tiles made per batch from the per-file cache)
+    and hemisphere augmentation."""
     store = tmp_path_factory.mktemp("cv_run")
     cwd = os.getcwd()
     os.chdir(store)  # the default artifact folder (mlruns/) is relative to where a run starts
     try:
-        value = run_cv(compose(tiny(synthetic_root, store, "cv.folds=2", "data.sampling=random", "augmentation=hemisphere",
-                                    "cv.stage2=true", "cv.stage2_epochs=1", "tracking.system_metrics=5")))
+        value = run_cv(compose(tiny(synthetic_root, store, "cv.folds=2", "data.sampling=random", "data.cache=files",
+                                    "augmentation=hemisphere", "cv.stage2=true", "cv.stage2_epochs=1", "tracking.system_metrics=5")))
     finally:
         os.chdir(cwd)
     return store, value
@@ -73,6 +74,9 @@ def test_cv_run_writes_every_record(cv_run):
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(parent.data.metrics)
     inputs = {d.dataset.name: d for d in parent.inputs.dataset_inputs}
     assert set(inputs) == {"kaggle-train", "kaggle-train-folds2-seed42"}
+    # It trained from the per-file caches (each data file stored once), not from finished tiles.
+    assert sorted(p.name.split("-files-")[0] for p in (store / "cache").glob("train-*-files-*")) == ["train-eeg", "train-kaggle"]
+    assert not list((store / "cache").glob("train-*-16x32-*"))
     assert [t.value for t in inputs["kaggle-train"].tags] == ["training"]
     assert [t.value for t in inputs["kaggle-train-folds2-seed42"].tags] == ["fold assignment"]
     import json
@@ -345,7 +349,9 @@ def test_oof_rows_are_each_eeg_ids_own_prediction(cv_run, synthetic_root):
         model = fold_model(cfg, 2, path)
         ids = oof.index[oof.fold == fold]
         for item in samples.set_index("eeg_id").loc[ids].reset_index().itertuples():
-            views = view_predictions(model, direct_tiles(synthetic_root, "train", item, cfg.input.tile, ("kaggle", "eeg")))
+            tiles = direct_tiles(synthetic_root, "train", item, cfg.input.tile, ("kaggle", "eeg"),
+                                 spectrogram_float16=cfg.data.cache == "files")
+            views = view_predictions(model, tiles)
             row = oof.loc[item.eeg_id]
             p = row.filter(like="p_").to_numpy(float)
             gaps.append((np.abs(p - views.mean(axis=0)).max(), np.abs(p - views[0]).max()))

@@ -163,8 +163,19 @@ def _work(job) -> list[tuple[str, str | None]]:
 
 
 def _create(folder: Path, items: pd.DataFrame, tile, meta: dict) -> None:
-    """Lay out an empty cache in a staging folder of this process's own, then rename it into place: two
-    runs creating the same cache at once each stage their own, and the second rename finds it done."""
+    """Lay out an empty tile cache (see `_create_folder`)."""
+    def lay_out(partial: Path) -> None:
+        np.lib.format.open_memmap(partial / "features.npy", mode="w+", dtype=np.float16, shape=(len(items), *tile, 4))
+        np.save(partial / "status.npy", np.zeros(len(items), np.uint8))
+        items.reset_index(drop=True).to_parquet(partial / "index.parquet")
+
+    _create_folder(folder, lay_out, meta)
+
+
+def _create_folder(folder: Path, lay_out, meta: dict) -> None:
+    """Lay out an empty cache (`lay_out(staging folder)`, then `meta.json`) in a staging folder of this process's
+    own, then rename it into place: two runs creating the same cache at once each stage their own, and the
+    second rename finds it done."""
     import shutil
     import uuid
 
@@ -172,9 +183,7 @@ def _create(folder: Path, items: pd.DataFrame, tile, meta: dict) -> None:
     partial = folder.with_name(f"{folder.name}.creating-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     partial.mkdir()
     try:
-        np.lib.format.open_memmap(partial / "features.npy", mode="w+", dtype=np.float16, shape=(len(items), *tile, 4))
-        np.save(partial / "status.npy", np.zeros(len(items), np.uint8))
-        items.reset_index(drop=True).to_parquet(partial / "index.parquet")
+        lay_out(partial)
         (partial / "meta.json").write_text(json.dumps(meta, indent=2))
         try:
             partial.rename(folder)
@@ -240,7 +249,10 @@ def _jobs(folder, kind, root, split, tile, groups, workers):
     return [Job(str(folder), kind, root, split, tile, groups[i:i + chunk]) for i in range(0, len(groups), chunk)]
 
 
-def _run(jobs, options: FeatureOptions, total, description) -> None:
+def _run(jobs, options: FeatureOptions, total, description, work=None) -> None:
+    """Run `jobs` (each a folder, kind and file groups) through `work` (default: the tile cache's) in a pool of
+    processes, with progress over `total` items; bad files stop the build or are listed (options.bad_files)."""
+    work = work or _work
     workers = max(1, min(options.workers or os.cpu_count() or 1, len(jobs)))
     sizes = {(job.kind, group.file_id): len(group.rows) for job in jobs for group in job.groups}
     bad = []
@@ -248,10 +260,10 @@ def _run(jobs, options: FeatureOptions, total, description) -> None:
     try:
         if workers == 1:
             for job in jobs:
-                bad += _account(job.kind, _work(job), sizes, bar, options.bad_files)
+                bad += _account(job.kind, work(job), sizes, bar, options.bad_files)
             return
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            pending = {pool.submit(_work, job): job.kind for job in jobs}
+            pending = {pool.submit(work, job): job.kind for job in jobs}
             try:
                 while pending:
                     finished, _ = wait(pending, return_when=FIRST_COMPLETED)
