@@ -56,6 +56,7 @@ def test_cv_run_writes_every_record(cv_run):
     # epoch, so the momentum floor; from scratch: no stochastic depth, the frequency-row channel on.
     assert parent.data.params["backbone.bn_momentum"] == "auto" and parent.data.params["recipe.bn_momentum"] == "0.9"
     assert parent.data.params["recipe.drop_connect"] == "0.0" and parent.data.params["recipe.positions"] == "True"
+    assert parent.data.params["recipe.zero_residual"] == "True"  # from scratch: residual blocks start as identities
     assert parent.data.tags["hms.dtypes"] == "compute float32, variables float32, output float32"  # precision auto, no GPU
     for child in children:
         assert {"kl", "prior_kl", "baseline_kl"} <= set(child.data.metrics)
