@@ -1,6 +1,7 @@
 """Random windows at full tile size: the per-file cache against finished tiles and against reading the parquet files.
 
-    python benchmarks/cache_files.py [--eegs 1500] [--root DIR] [--skip-tiles]
+    python benchmarks/cache_files.py [--eegs 1500] [--patients N] [--root DIR] [--skip-tiles]
+    python benchmarks/cache_files.py --eegs 17089 --patients 1950 --skip-tiles   # Kaggle's size
 
 On one Kaggle-layout dataset (a synthetic one of --eegs eeg_ids, generated once under --root, or yours), with
 every labelled window as an item (data.sampling=random) and 128x256 tiles, in one run:
@@ -80,6 +81,7 @@ def read_speed(root: Path, store: Path, mode: str, n: int = 64) -> float:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--eegs", type=int, default=1500)
+    parser.add_argument("--patients", type=int, default=None, help="default: eegs / 8")
     parser.add_argument("--root", type=Path, default=None, help="a Kaggle-layout folder (default: a synthetic one, made once)")
     parser.add_argument("--skip-tiles", action="store_true", help="leave out the finished-tile cache (its disk use is large)")
     args = parser.parse_args()
@@ -89,9 +91,10 @@ def main():
     from hms.features.eeg import CHAIN_CHANNELS
     from hms.synthetic import SynthSpec, ensure_dataset
 
-    root = args.root or Path(tempfile.gettempdir()) / f"hms-bench-n{args.eegs}"
+    patients = args.patients or max(1, args.eegs // 8)
+    root = args.root or Path(tempfile.gettempdir()) / f"hms-bench-n{args.eegs}-p{patients}"
     if args.root is None:
-        ensure_dataset(root, SynthSpec(eegs=args.eegs, patients=max(1, args.eegs // 8), seed=11, test_eegs=8), progress=True)
+        ensure_dataset(root, SynthSpec(eegs=args.eegs, patients=patients, seed=11, test_eegs=8), progress=True)
     samples, windows = load_train(root)
     paths = [root / "train_eegs" / f"{int(i)}.parquet" for i in samples.eeg_id.unique()]
     paths += [root / "train_spectrograms" / f"{int(i)}.parquet" for i in samples.spectrogram_id.unique()]

@@ -43,7 +43,7 @@ def main():
     from hms.synthetic import SynthSpec, ensure_dataset
 
     tile = tuple(int(v) for v in args.tile.split("x"))
-    root = ensure_dataset(Path(tempfile.gettempdir()) / f"hms-bench-n{args.eegs}",
+    root = ensure_dataset(Path(tempfile.gettempdir()) / f"hms-bench-n{args.eegs}-p{max(1, args.eegs // 8)}",
                           SynthSpec(eegs=args.eegs, patients=max(1, args.eegs // 8), seed=11, test_eegs=8), progress=False)
     samples, windows = load_train(root)
     items = train_items(samples, windows, "random")

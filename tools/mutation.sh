@@ -12,7 +12,11 @@ MODULES=(
   "hms/metrics.py:tests/test_metrics.py"
   "hms/dataset/folds.py:tests/dataset/test_folds.py"
   "hms/baselines.py:tests/test_baselines.py"
+  "hms/oof.py:tests/test_oof.py"
+  "hms/blending.py:tests/test_blending.py"
 )
+# hms/features/eeg.py has 692 mutants at about 10 s each here; a sample:
+#   HMS_MUTATE_SAMPLE=120 HMS_MUTATE="hms/features/eeg.py:tests/features/test_spectrograms.py" tools/mutation.sh
 [ -n "${HMS_MUTATE:-}" ] && read -r -a MODULES <<< "$HMS_MUTATE"  # e.g. HMS_MUTATE="hms/schedule.py:tests/test_schedule.py"
 # HMS_MUTATE_SAMPLE=N: run a random N of each module's mutants (seeded, so a rerun draws the same ones) where
 # all of them would take too long; the report then says it is a sample and gives the interval of the kill rate.

@@ -13,11 +13,12 @@ from hms.config import compose
 from hms.constants import EEG_COLUMNS
 from hms.dataset import DataError, load_train, read_eeg
 from hms.features.cache import FeatureOptions, build_caches
-from hms.features.files import build_window_caches
+from hms.features.files import WindowTiles, build_window_caches
 from hms.features.notebook import librosa_eeg_spectrogram
 from hms.inputs import cache_mode, train_items
 
 FULL = (128, 256)
+SMALL = (16, 32)
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +31,9 @@ def windows(synthetic_root):
 
 @pytest.fixture(scope="module")
 def both_caches(synthetic_root, windows, tmp_path_factory):
+    """Both caches of the windows at a small tile size (the resize is the same code in both)."""
     store = tmp_path_factory.mktemp("files")
-    options = FeatureOptions(tile=FULL, cache_dir=str(store), workers=2, progress=False)
+    options = FeatureOptions(tile=SMALL, cache_dir=str(store), workers=2, progress=False)
     return store, build_caches(synthetic_root, "train", ("kaggle", "eeg"), windows, options), \
         build_window_caches(synthetic_root, "train", ("kaggle", "eeg"), windows, options)
 
@@ -40,7 +42,7 @@ def test_per_file_tiles_are_the_tile_caches_own_and_match_librosa(synthetic_root
     _, tiles, files = both_caches
     rows = np.random.default_rng(0).choice(len(windows), 24, replace=False)
     for kind in ("kaggle", "eeg"):
-        assert files[kind].features.shape == tiles[kind].features.shape == (len(windows), *FULL, 4)
+        assert files[kind].features.shape == tiles[kind].features.shape == (len(windows), *SMALL, 4)
         made = files[kind].features[np.sort(rows)]
         np.testing.assert_array_equal(files[kind].features[int(np.sort(rows)[3])], made[3])  # one item as in a batch
         finished = np.asarray(tiles[kind].features[np.sort(rows)], np.float32)
@@ -48,24 +50,27 @@ def test_per_file_tiles_are_the_tile_caches_own_and_match_librosa(synthetic_root
             np.testing.assert_array_equal(made, finished)
         else:  # power stored as float16 (relative error 2**-11 before the log): a few float16 steps of a tile value
             assert 0 < np.abs(made - finished).max() <= 4e-3
-    for i in rows[:3]:  # against the notebook's librosa formula on the file's own window
+    # Full-size tiles from the same per-file cache, against the notebook's librosa formula on the file's own window.
+    eeg = files["eeg"].features
+    full = WindowTiles(eeg.files, eeg.file_ids, windows.eeg_offset.to_numpy(), FULL)
+    for i in rows[:3]:
         item = windows.iloc[int(i)]
-        eeg = read_eeg(synthetic_root / "train_eegs" / f"{int(item.eeg_id)}.parquet")
+        values = read_eeg(synthetic_root / "train_eegs" / f"{int(item.eeg_id)}.parquet")
         start = int(round(item.eeg_offset * 200))
-        reference = librosa_eeg_spectrogram(pd.DataFrame(eeg[start:start + 10_000], columns=list(EEG_COLUMNS)))
-        assert np.abs(files["eeg"].features[int(i)] - reference).max() <= 1e-3
+        reference = librosa_eeg_spectrogram(pd.DataFrame(values[start:start + 10_000], columns=list(EEG_COLUMNS)))
+        assert np.abs(full[int(i)] - reference).max() <= 1e-3
 
 
 def test_each_file_is_stored_once_in_well_under_its_parquet_size(synthetic_root, windows, both_caches):
-    _, tiles, files = both_caches
+    _, _, files = both_caches
     parquet = stored = 0
     for kind, folder, column in (("eeg", "train_eegs", "eeg_id"), ("kaggle", "train_spectrograms", "spectrogram_id")):
         parquet += sum((synthetic_root / folder / f"{int(f)}.parquet").stat().st_size for f in windows[column].unique())
         stored += sum(p.stat().st_size for p in files[kind].path.glob("part-*"))
     assert stored <= 0.6 * parquet, (stored, parquet)
-    # The windows overlap (about 5 per eeg_id here): their finished full-size tiles take more than twice the per-file cache.
-    tile_bytes = sum((t.path / "features.npy").stat().st_size for t in tiles.values())
-    assert tile_bytes > 2 * sum(p.stat().st_size for f in files.values() for p in f.path.glob("part-*"))
+    # The windows overlap (about 5 per eeg_id here): finished full-size tiles of them all (float16, 4 channels,
+    # 2 kinds) would take more than twice the per-file cache.
+    assert len(windows) * FULL[0] * FULL[1] * 4 * 2 * 2 > 2 * stored
 
 
 def test_auto_picks_the_per_file_cache_where_finished_tiles_would_be_larger(synthetic_root, windows):
@@ -119,7 +124,7 @@ import sys, numpy as np
 from hms.features.cache import FeatureOptions
 from hms.dataset import load_train
 from hms.inputs import train_items
-from hms.features.files import build_window_caches
+from hms.features.files import WindowTiles, build_window_caches
 root, store = sys.argv[1], sys.argv[2]
 samples, labelled = load_train(root)
 items = train_items(samples, labelled, "random")
