@@ -33,7 +33,7 @@ def windows(synthetic_root):
 def both_caches(synthetic_root, windows, tmp_path_factory):
     """Both caches of the windows at a small tile size (the resize is the same code in both)."""
     store = tmp_path_factory.mktemp("files")
-    options = FeatureOptions(tile=SMALL, cache_dir=str(store), workers=2, progress=False)
+    options = FeatureOptions(tile=SMALL, cache_dir=str(store), workers=1, progress=False)  # in-process: no pool to start
     return store, build_caches(synthetic_root, "train", ("kaggle", "eeg"), windows, options), \
         build_window_caches(synthetic_root, "train", ("kaggle", "eeg"), windows, options)
 
