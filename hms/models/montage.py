@@ -66,8 +66,11 @@ def build_model(backbone: str, tile, kinds: int, source: str = "efficientnet", w
     for layer in net.layers:  # the per-block stochastic-depth dropouts grow linearly to 0.2 at the last block
         if isinstance(layer, layers.Dropout) and layer.name.startswith("block") and layer.name.endswith("drop"):
             layer.rate = layer.rate * drop_connect / PACKAGE_DROP_CONNECT
-    if zero_residual:
-        zero_residual_scales(net)
+    if zero_residual and zero_residual_scales(net) == 0:
+        import warnings
+
+        warnings.warn(f"backbone.zero_residual: {backbone} has no residual blocks named blockNx_add with a "
+                      "blockNx_project_bn, so nothing was changed", stacklevel=2)
     features = net(image)
     pooled = layers.GlobalAveragePooling2D(name="pool")(features)
     pooled = layers.Dropout(dropout, name="dropout")(pooled)

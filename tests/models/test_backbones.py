@@ -186,3 +186,27 @@ def test_batch_norm_recalibration_sets_each_layers_statistics_to_the_mean_over_b
         assert np.allclose(after[i][1], variance, rtol=1e-3, atol=1e-4), layer.name
         assert not np.allclose(before[i], mean, atol=1e-4)
     assert all(layer.momentum == 0.9 for layer in norms)
+
+
+def test_zero_residual_on_a_backbone_without_such_blocks_warns_instead_of_doing_nothing_silently():
+    import keras
+
+    from hms.models import register
+
+    @register("plain_test_net", "tests")
+    def plain(input_shape, weights):
+        inputs = keras.Input(input_shape)
+        return keras.Model(inputs, keras.layers.Conv2D(4, 3, padding="same")(inputs), name="plain_test_net")
+
+    try:
+        with pytest.warns(UserWarning, match="plain_test_net has no residual blocks"):
+            build_model("plain_test_net", (16, 32), 2, source="tests", weights=None, zero_residual=True)
+    finally:
+        from hms.models.backbones import _REGISTRY
+
+        _REGISTRY.pop(("plain_test_net", "tests"))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="backbone.zero_residual")  # EfficientNet's blocks are found: no warning
+        build_model("efficientnet_b0", (16, 32), 2, weights=None, zero_residual=True)
