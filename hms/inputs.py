@@ -16,8 +16,7 @@ from omegaconf import DictConfig
 from . import logs
 from .config import ConfigError
 from .dataset import assign_folds, load_train
-from .dataset.layout import eeg_path, spectrogram_path
-from .features.cache import FeatureOptions, build_caches
+from .features.cache import SOURCES, FeatureOptions, build_caches
 
 log = logs.get(__name__)
 
@@ -66,9 +65,8 @@ def cache_mode(cfg: DictConfig, root, split: str, items: pd.DataFrame) -> str:
     tile_bytes = len(items) * int(np.prod(cfg.input.tile)) * 4 * 2 * len(kinds)  # float16, 4 channels per kind
     file_bytes = 0
     for kind in kinds:
-        column, path_of = ("eeg_id", eeg_path) if kind == "eeg" else ("spectrogram_id", spectrogram_path)
-        for file_id in np.unique(items[column].to_numpy(np.int64)):
-            path = path_of(root, int(file_id), split)
+        for file_id in np.unique(items[SOURCES[kind].column].to_numpy(np.int64)):
+            path = SOURCES[kind].path(root, int(file_id), split)
             file_bytes += path.stat().st_size if path.is_file() else 0
     return "files" if tile_bytes > file_bytes / 2 else "tiles"
 

@@ -15,7 +15,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -31,6 +31,17 @@ log = logs.get(__name__)
 
 CACHE_VERSION = 2  # 2: keyed by every data file's stamp
 KINDS = ("kaggle", "eeg")
+
+
+class Source(NamedTuple):
+    """Where a tile kind comes from: the items' file-id and offset columns, and the data file's path."""
+
+    column: str
+    offset: str
+    path: Callable
+
+
+SOURCES = {"kaggle": Source("spectrogram_id", "spec_offset", spectrogram_path), "eeg": Source("eeg_id", "eeg_offset", eeg_path)}
 # The public precomputed EEG spectrograms (the public notebook's eeg_specs.npy) hold the chains in the
 # notebook's order: LL, LP, then the right lateral ("RP") and right parasagittal ("RR") chains. hms
 # orders them as Kaggle's spectrogram regions (LL, RL, LP, RP): these are the file's channels in that order.
@@ -103,9 +114,9 @@ def cache_key(root, split: str, kind: str, tile, items: pd.DataFrame, source: st
     Replace or edit one EEG or spectrogram parquet and the key changes, so the next run rebuilds."""
     root = Path(root).resolve()
     stamps = [(p.name, _stamp(p)) for p in (root / f"{split}.csv",)]
-    column, path_of = ("spectrogram_id", spectrogram_path) if kind == "kaggle" else ("eeg_id", eeg_path)
-    files = np.unique(items[column].to_numpy(np.int64))
-    stamps.append([_stamp(path_of(root, file_id, split)) for file_id in files])
+    source_of = SOURCES[kind]
+    files = np.unique(items[source_of.column].to_numpy(np.int64))
+    stamps.append([_stamp(source_of.path(root, file_id, split)) for file_id in files])
     if source:
         stamps.append((str(Path(source).resolve()), _stamp(Path(source))))
     digest = hashlib.sha256(json.dumps([CACHE_VERSION, str(root), split, kind, list(tile), files.tolist(), stamps]).encode())
@@ -233,9 +244,8 @@ def build_caches(root, split: str, kinds, items: pd.DataFrame, options: FeatureO
             _fill_precomputed(folder, items, source, tile)
         _recheck_bad(folder)
         todo = np.flatnonzero(open_cache(folder).status == TODO)
-        file_column, offset_column = ("spectrogram_id", "spec_offset") if kind == "kaggle" else ("eeg_id", "eeg_offset")
-        groups = [FileGroup(int(fid), rows.to_numpy(), items.loc[rows, offset_column].to_numpy(np.float64))
-                  for fid, rows in items.loc[todo].groupby(file_column).groups.items()]
+        groups = [FileGroup(int(fid), rows.to_numpy(), items.loc[rows, SOURCES[kind].offset].to_numpy(np.float64))
+                  for fid, rows in items.loc[todo].groupby(SOURCES[kind].column).groups.items()]
         jobs += _jobs(folder, kind, str(root), split, tuple(tile), groups, workers)
         total += len(todo)
     if jobs:

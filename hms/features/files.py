@@ -35,8 +35,8 @@ import numpy as np
 import pandas as pd
 
 from ..constants import EEG_COLUMNS, EEG_RATE, EEG_WINDOW_ROWS, SPEC_COLUMNS, SPEC_ROW_SECONDS, SPEC_WINDOW_ROWS
-from ..dataset.layout import DataError, eeg_path, read_eeg, read_spectrogram, spectrogram_path
-from .cache import FeatureOptions, _create_folder, _resize, _run, _stamp
+from ..dataset.layout import DataError, read_eeg, read_spectrogram
+from .cache import SOURCES, FeatureOptions, _create_folder, _resize, _run, _stamp
 from .eeg import CHAIN_CHANNELS, eeg_spectrograms
 from .kaggle import kaggle_tiles
 
@@ -51,10 +51,6 @@ PART_COLUMNS = ["file_id", "chunk", "rows", "offset", "nbytes", "error"]
 
 def columns_of(kind: str) -> int:
     return len(CHAIN_CHANNELS) if kind == "eeg" else len(SPEC_COLUMNS) - 1
-
-
-def data_path(kind: str, root, file_id: int, split: str) -> Path:
-    return eeg_path(root, file_id, split) if kind == "eeg" else spectrogram_path(root, file_id, split)
 
 
 def file_values(kind: str, path: Path) -> np.ndarray:
@@ -109,7 +105,7 @@ def _work(job: FileJob) -> list[tuple[str, str | None]]:
     step = CHUNK_ROWS[job.kind]
     with threadpool_limits(1), open(folder / f"{name}.bin", "wb") as out:
         for slot in job.groups:
-            path = data_path(job.kind, job.root, slot.file_id, job.split)
+            path = SOURCES[job.kind].path(job.root, slot.file_id, job.split)
             try:
                 values = file_values(job.kind, path).astype(STORED[job.kind], copy=False)
             except DataError as error:
@@ -135,7 +131,7 @@ def _work(job: FileJob) -> list[tuple[str, str | None]]:
 def files_key(root, split: str, kind: str, files: np.ndarray) -> str:
     """A digest of what a per-file cache holds: data root, split, kind, every file's id and stamp, the version."""
     root = Path(root).resolve()
-    stamps = [_stamp(data_path(kind, root, int(f), split)) for f in files]
+    stamps = [_stamp(SOURCES[kind].path(root, int(f), split)) for f in files]
     digest = json.dumps([FILES_VERSION, CODEC, STORED[kind].name, CHUNK_ROWS[kind], str(root), split, kind, files.tolist(), stamps])
     return hashlib.sha256(digest.encode()).hexdigest()[:16]
 
@@ -286,12 +282,12 @@ def build_window_caches(root, split: str, kinds, items: pd.DataFrame, options: F
     items = items[["eeg_id", "spectrogram_id", "eeg_offset", "spec_offset"]].reset_index(drop=True)
     out = {}
     for kind in kinds:
-        column, offset = ("eeg_id", "eeg_offset") if kind == "eeg" else ("spectrogram_id", "spec_offset")
-        files = build_files(root, split, kind, items[column].to_numpy(np.int64), options)
-        tiles = WindowTiles(files, items[column].to_numpy(np.int64), items[offset].to_numpy(np.float64), options.tile)
+        file_ids = items[SOURCES[kind].column].to_numpy(np.int64)
+        files = build_files(root, split, kind, file_ids, options)
+        tiles = WindowTiles(files, file_ids, items[SOURCES[kind].offset].to_numpy(np.float64), options.tile)
         problems = tiles.problems()
         if problems and options.bad_files == "fail":
             file_id, problem = next(iter(problems.values()))
-            raise DataError(f"{data_path(kind, root, file_id, split)}: {problem}")
+            raise DataError(f"{SOURCES[kind].path(root, file_id, split)}: {problem}")
         out[kind] = WindowCache(files.path, items, tiles)
     return out
