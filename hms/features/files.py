@@ -28,6 +28,7 @@ import json
 import os
 import uuid
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import NamedTuple
 
@@ -36,7 +37,7 @@ import pandas as pd
 
 from ..constants import EEG_COLUMNS, EEG_RATE, EEG_WINDOW_ROWS, SPEC_COLUMNS, SPEC_ROW_SECONDS, SPEC_WINDOW_ROWS
 from ..dataset.layout import DataError, read_eeg, read_spectrogram
-from .cache import SOURCES, FeatureOptions, _create_folder, _resize, _run, _stamp
+from .cache import SOURCES, FeatureOptions, Job, _create_folder, _jobs, _resize, _run, _stamp
 from .eeg import CHAIN_CHANNELS, eeg_spectrograms
 from .kaggle import kaggle_tiles
 
@@ -80,22 +81,14 @@ def unpack(blob, rows: int, columns: int, dtype) -> np.ndarray:
     return values.astype(np.float32, copy=False)
 
 
-class FileJob(NamedTuple):
-    """A worker's share: files of one kind, compressed into one part of a cache folder."""
-
-    folder: str
-    kind: str
-    root: str
-    split: str
-    groups: list  # Slot per file
-
-
 class Slot(NamedTuple):
+    """One file of a job (`cache.Job.groups`): the progress bar counts files, so one row each."""
+
     file_id: int
-    rows: np.ndarray  # one entry (the progress bar counts files)
+    rows: np.ndarray
 
 
-def _work(job: FileJob) -> list[tuple[str, str | None]]:
+def _work(job: Job) -> list[tuple[str, str | None]]:
     """Compress a job's files into a new part; its table is renamed into place last (the part's commit)."""
     from threadpoolctl import threadpool_limits
 
@@ -178,9 +171,6 @@ class FileCache:
         skip = first - (first // step) * step
         return values[skip:skip + max(0, last - first)]
 
-    def nbytes(self) -> int:
-        return int(sum(p.stat().st_size for p in self.path.glob("part-*")))
-
 
 def build_files(root, split: str, kind: str, files, options: FeatureOptions) -> FileCache:
     """Build (or finish, or just open) the per-file cache of `kind` for the data files `files`."""
@@ -192,10 +182,7 @@ def build_files(root, split: str, kind: str, files, options: FeatureOptions) -> 
     cache = FileCache(folder, kind)
     todo = [int(f) for f in files if f not in cache.rows.index]  # bad files are read again, never trusted
     if todo:
-        workers = max(1, options.workers or os.cpu_count() or 1)
-        chunk = max(1, min(64, len(todo) // (workers * 4)))
-        jobs = [FileJob(str(folder), kind, str(root), split, [Slot(f, np.array([0])) for f in todo[i:i + chunk]])
-                for i in range(0, len(todo), chunk)]
+        jobs = _jobs(folder, kind, str(root), split, (), [Slot(f, np.array([0])) for f in todo], options.workers)
         _run(jobs, options, len(todo), f"{split} files ({kind})", work=_work)
         cache = FileCache(folder, kind)
     return cache
@@ -220,8 +207,10 @@ class WindowTiles:
     def __len__(self) -> int:
         return self.shape[0]
 
+    @cached_property
     def problems(self) -> dict[int, tuple[int, str]]:
-        """Item -> (file id, what is wrong): its file is bad, or its window runs past the file's end."""
+        """Item -> (file id, what is wrong): its file is bad, or its window runs past the file's end (worked out
+        once: a built cache does not change)."""
         length = self.files.rows.reindex(self.file_ids).to_numpy()
         bad = np.isnan(length)
         length = np.nan_to_num(length).astype(np.int64)
@@ -265,12 +254,8 @@ class WindowCache:
     index: pd.DataFrame
     features: WindowTiles
 
-    @property
-    def complete(self) -> bool:
-        return True
-
     def bad_items(self) -> np.ndarray:
-        return np.array(sorted(self.features.problems()), dtype=np.int64)
+        return np.array(sorted(self.features.problems), dtype=np.int64)
 
 
 def build_window_caches(root, split: str, kinds, items: pd.DataFrame, options: FeatureOptions | None = None,
@@ -285,7 +270,7 @@ def build_window_caches(root, split: str, kinds, items: pd.DataFrame, options: F
         file_ids = items[SOURCES[kind].column].to_numpy(np.int64)
         files = build_files(root, split, kind, file_ids, options)
         tiles = WindowTiles(files, file_ids, items[SOURCES[kind].offset].to_numpy(np.float64), options.tile)
-        problems = tiles.problems()
+        problems = tiles.problems
         if problems and options.bad_files == "fail":
             file_id, problem = next(iter(problems.values()))
             raise DataError(f"{SOURCES[kind].path(root, file_id, split)}: {problem}")
