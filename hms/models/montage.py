@@ -130,14 +130,12 @@ def resolved_recipe(backbone, steps_per_epoch: int | None) -> dict:
     drop = backbone.get("drop_connect", "auto")
     if drop == "auto":
         drop = 0.0 if backbone.weights is None else PACKAGE_DROP_CONNECT
-    positions = backbone.get("positions", False)
-    if positions == "auto":
-        positions = backbone.weights is None
-    zero = backbone.get("zero_residual", False)
-    if zero == "auto":
-        zero = backbone.weights is None
+    def from_scratch_only(key):  # auto: on when training from scratch; absent (an older run's config): off
+        value = backbone.get(key, False)
+        return backbone.weights is None if value == "auto" else bool(value)
+
     return {"bn_momentum": None if momentum is None else float(momentum), "drop_connect": float(drop),
-            "positions": bool(positions), "zero_residual": bool(zero)}
+            "positions": from_scratch_only("positions"), "zero_residual": from_scratch_only("zero_residual")}
 
 
 def model_for(cfg, kinds: int, weights=None, steps_per_epoch: int | None = None):
