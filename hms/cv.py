@@ -78,8 +78,9 @@ def _record_epoch_class():
 
 
 class FreshModel:
-    """The run's compiled model, handed out at its initial weights and optimizer state for every fold,
-    so that folds after the first skip building the model and tracing its training graph."""
+    """The run's compiled model, handed out for every fold at its initial weights, optimizer state and random
+    state, so that folds after the first skip building the model and tracing its training graph, and a
+    fold trains the same whether or not other folds ran before it in the process (a resumed run, `cv.only`)."""
 
     def __init__(self, cfg, devices, kinds: int, steps_per_epoch: int):
         import keras
@@ -87,19 +88,36 @@ class FreshModel:
         from .models import model_for
         from .schedule import lr_at
 
-        keras.utils.set_random_seed(cfg.seed)
+        keras.utils.set_random_seed(cfg.seed)  # once: it also clears TensorFlow's kernel cache (see `seed_fold`)
         with devices.strategy.scope():
             self.model = model_for(cfg, kinds, cfg.backbone.weights, steps_per_epoch=steps_per_epoch)
             _compile(self.model, lr_at(cfg.schedule, 0, cfg.trainer.epochs * steps_per_epoch))
             self.model.optimizer.build(self.model.trainable_variables)
-        self.weights = self.model.get_weights()
+        # `variables`: the weights and the layers' random seed states (dropout, stochastic depth).
+        self.variables = [v.numpy() for v in self.model.variables]
         self.optimizer_state = [v.numpy() for v in self.model.optimizer.variables]
+        self.seed = cfg.seed
 
-    def __call__(self):
-        self.model.set_weights(self.weights)
+    def __call__(self, fold: int = 0):
+        for variable, value in zip(self.model.variables, self.variables):
+            if "seed_generator" in variable.path:  # [seed, counter]: each fold its own stream of random draws
+                value = (value + np.array([fold, 0], value.dtype))
+            variable.assign(value)
         for variable, value in zip(self.model.optimizer.variables, self.optimizer_state):
             variable.assign(value)
+        seed_fold(self.seed + fold)
         return self.model
+
+
+def seed_fold(seed: int) -> None:
+    """Python's and NumPy's global random state for one fold. Not `keras.utils.set_random_seed`: its
+    `tf.random.set_seed` clears TensorFlow's kernel cache, so every fold's first step would instantiate and
+    optimise the training graph again (about 10 s for B2 on a 2-core CPU). The model's own random ops draw
+    from its seed generators, which `FreshModel` resets per fold."""
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
 
 
 def model_dtypes(model) -> str:
@@ -133,7 +151,6 @@ def train_fold(cfg, devices, data: TrainingData, fold: int, fresh_model: FreshMo
     from .schedule import step_callback
 
     RecordEpoch = _record_epoch_class()
-    keras.utils.set_random_seed(cfg.seed + fold)
     y = targets(data.samples).astype(np.float32)
     train_idx = np.flatnonzero(data.samples.fold.to_numpy() != fold)
     val_idx = np.flatnonzero(data.samples.fold.to_numpy() == fold)
@@ -150,7 +167,7 @@ def train_fold(cfg, devices, data: TrainingData, fold: int, fresh_model: FreshMo
     roles = {"train": train, "valid": val, **({"stage2": stage2} if stage2 is not None else {})}
     tracking.log_frame(client, run_id, fold_rows(data, roles), "fold_rows.parquet")  # once, before any training
     scale = devices.replicas if cfg.trainer.lr_scaling == "linear" else 1
-    model = fresh_model()
+    model = fresh_model(fold)
     record = RecordEpoch(client, run_id, history, fold)
     schedule = step_callback(cfg.schedule, cfg.trainer.epochs, len(train), scale)
     verbose = progress_verbosity(cfg.trainer.verbose)

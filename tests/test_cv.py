@@ -16,6 +16,7 @@ from hms.config import compose
 from hms.constants import CLASSES
 from hms.metrics import kl_divergence
 from hms.cv import run_cv
+from hms.dataset import PRED_COLUMNS
 
 from .helpers import REPO, run_module, runs, tiny
 
@@ -27,14 +28,20 @@ def cv_run(synthetic_root, tmp_path_factory):
     """One 2-fold run of a tiny B0 with the random window sampling (tiles made per batch from the per-file cache)
     and hemisphere augmentation."""
     store = tmp_path_factory.mktemp("cv_run")
+    return store, run_in(store, tiny(synthetic_root, store, *CV_RUN))
+
+
+CV_RUN = ("cv.folds=2", "data.sampling=random", "data.cache=files", "augmentation=hemisphere", "cv.stage2=true",
+          "cv.stage2_epochs=1", "tracking.system_metrics=5")
+
+
+def run_in(store, args) -> float:
     cwd = os.getcwd()
     os.chdir(store)  # the default artifact folder (mlruns/) is relative to where a run starts
     try:
-        value = run_cv(compose(tiny(synthetic_root, store, "cv.folds=2", "data.sampling=random", "data.cache=files",
-                                    "augmentation=hemisphere", "cv.stage2=true", "cv.stage2_epochs=1", "tracking.system_metrics=5")))
+        return run_cv(compose(args))
     finally:
         os.chdir(cwd)
-    return store, value
 
 
 def test_cv_run_writes_every_record(cv_run):
@@ -86,6 +93,23 @@ def test_cv_run_writes_every_record(cv_run):
     assert [c["name"] for c in json.loads(folds.schema)["mlflow_colspec"]] == ["eeg_id", "patient_id", "fold"]
     assert json.loads(folds.profile)["num_rows"] == 40  # every eeg_id of the dataset
     assert inputs["kaggle-train"].dataset.digest != inputs["kaggle-train-folds2-seed42"].dataset.digest
+
+
+def test_a_fold_trains_the_same_alone_as_after_other_folds(cv_run, synthetic_root, tmp_path):
+    """Each fold starts from the run's initial weights, optimizer state and random state (dropout, augmentation,
+    window draws): fold 1 trained alone, as `cv.only` or a resumed run trains it, predicts what it predicted
+    after fold 0 in the fixture's run."""
+    def fold1(store):
+        client, _, all_runs = runs(store)
+        parent = next(r for r in all_runs if r.data.tags.get("hms.run_type") == "cv")
+        oof = pd.read_parquet(client.download_artifacts(parent.info.run_id, "oof.parquet", str(tmp_path)))
+        return oof[oof.fold == 1].sort_values("eeg_id")
+
+    run_in(tmp_path, tiny(synthetic_root, tmp_path, *CV_RUN, "cv.only=[1]"))
+    alone, after = fold1(tmp_path), fold1(cv_run[0])
+    assert alone.eeg_id.tolist() == after.eeg_id.tolist()
+    predictions = list(PRED_COLUMNS)
+    np.testing.assert_allclose(alone[predictions].to_numpy(), after[predictions].to_numpy(), atol=1e-5)
 
 
 def test_the_run_log_is_an_artifact_with_every_message_and_a_line_per_epoch(cv_run):
