@@ -78,24 +78,15 @@ def read_speed(root: Path, store: Path, mode: str, n: int = 64) -> float:
     return n / (time.perf_counter() - start)
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--eegs", type=int, default=1500)
-    parser.add_argument("--patients", type=int, default=None, help="default: eegs / 8")
-    parser.add_argument("--root", type=Path, default=None, help="a Kaggle-layout folder (default: a synthetic one, made once)")
-    parser.add_argument("--skip-tiles", action="store_true", help="leave out the finished-tile cache (its disk use is large)")
-    args = parser.parse_args()
+def parquet_floor(root: Path, samples) -> tuple[list, int, float]:
+    """The floor every cache build is measured against: one process (one thread) reading every parquet file the
+    caches read once (the 16 chain electrodes of each EEG, each spectrogram whole). Returns the paths, their
+    bytes and the seconds."""
     from threadpoolctl import threadpool_limits
 
-    from hms.dataset import load_train, read_eeg, read_spectrogram
+    from hms.dataset import read_eeg, read_spectrogram
     from hms.features.eeg import CHAIN_CHANNELS
-    from hms.synthetic import SynthSpec, ensure_dataset
 
-    patients = args.patients or max(1, args.eegs // 8)
-    root = args.root or Path(tempfile.gettempdir()) / f"hms-bench-n{args.eegs}-p{patients}"
-    if args.root is None:
-        ensure_dataset(root, SynthSpec(eegs=args.eegs, patients=patients, seed=11, test_eegs=8), progress=True)
-    samples, windows = load_train(root)
     paths = [root / "train_eegs" / f"{int(i)}.parquet" for i in samples.eeg_id.unique()]
     paths += [root / "train_spectrograms" / f"{int(i)}.parquet" for i in samples.spectrogram_id.unique()]
     parquet = sum(p.stat().st_size for p in paths)
@@ -103,7 +94,25 @@ def main():
     with threadpool_limits(1):
         for p in paths:
             (read_spectrogram(p) if "spectrograms" in str(p) else read_eeg(p, only=CHAIN_CHANNELS))
-    floor = time.perf_counter() - start
+    return paths, parquet, time.perf_counter() - start
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--eegs", type=int, default=1500)
+    parser.add_argument("--patients", type=int, default=None, help="default: eegs / 8")
+    parser.add_argument("--root", type=Path, default=None, help="a Kaggle-layout folder (default: a synthetic one, made once)")
+    parser.add_argument("--skip-tiles", action="store_true", help="leave out the finished-tile cache (its disk use is large)")
+    args = parser.parse_args()
+    from hms.dataset import load_train
+    from hms.synthetic import SynthSpec, ensure_dataset
+
+    patients = args.patients or max(1, args.eegs // 8)
+    root = args.root or Path(tempfile.gettempdir()) / f"hms-bench-n{args.eegs}-p{patients}"
+    if args.root is None:
+        ensure_dataset(root, SynthSpec(eegs=args.eegs, patients=patients, seed=11, test_eegs=8), progress=True)
+    samples, windows = load_train(root)
+    paths, parquet, floor = parquet_floor(root, samples)
     print(f"{samples.eeg_id.nunique()} eeg_ids, {len(windows)} labelled windows, {len(paths)} parquet files "
           f"({parquet / 1e9:.2f} GB), {os.cpu_count()} cores")
     print(f"floor: one process reading every parquet file once: {floor:6.1f} s")

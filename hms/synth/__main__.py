@@ -1,4 +1,4 @@
-"""`python -m hms.synth OUT_DIR [--eegs N] [--patients P] [--seed S] [--signal A]`: write a synthetic dataset."""
+"""`python -m hms.synth OUT_DIR [--eegs N] [--patients P] [--seed S] [--signal A] [--recordings R] [--extra-seconds E]`: write a synthetic dataset."""
 
 import argparse
 import json
@@ -16,9 +16,13 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=SynthSpec.seed)
     parser.add_argument("--signal", type=float, default=SynthSpec.signal,
                         help="amplitude of the class patterns over the background (default 1.0; lower is harder)")
+    parser.add_argument("--recordings", type=int, default=None,
+                        help="spectrogram_ids, each one continuous recording that its eeg_ids are cut from (default: eegs / 5)")
+    parser.add_argument("--extra-seconds", type=int, default=SynthSpec.extra_seconds,
+                        help="each EEG lasts 50 s plus up to this many seconds (even; default 22): more labelled windows per eeg_id")
     args = parser.parse_args(argv)
     spec = SynthSpec(eegs=args.eegs, patients=args.patients or max(1, args.eegs // 5), seed=args.seed, test_eegs=args.test_eegs,
-                     signal=args.signal)
+                     signal=args.signal, recordings=args.recordings, extra_seconds=args.extra_seconds)
     meta = generate(args.out_dir, spec, progress=True)
     print(json.dumps(meta, indent=2))
     return 0

@@ -45,6 +45,12 @@ class SynthSpec:
     seed: int = 0
     test_eegs: int | None = None  # default: a tenth of eegs, at least 8
     signal: float = 1.0  # amplitude of the class patterns over the background (lower: a harder dataset)
+    recordings: int | None = None  # spectrogram_ids (continuous recordings); default: eegs / 5, at least patients
+    extra_seconds: int = 22  # each EEG lasts 50 s plus up to this (even); labelled windows per eeg_id grow with it
+
+    @property
+    def n_recordings(self) -> int:
+        return self.recordings if self.recordings is not None else min(self.eegs, max(self.patients, int(np.ceil(self.eegs / 5))))
 
     @property
     def n_test(self) -> int:
@@ -105,11 +111,11 @@ def _unique_ids(rng, n, low, high) -> np.ndarray:
 def _train_recording(job):
     """Simulate one training recording: write its EEG excerpts and its spectrogram; return train.csv rows
     (without label ids) and the true probabilities with the votes of each of its eeg_ids."""
-    out, seq, members, spectrogram_id, patient_id, base_class, signal = job
+    out, seq, members, spectrogram_id, patient_id, base_class, signal, extra_seconds = job
     out, rng = Path(out), np.random.default_rng(seq)
     segments, rows, truth, cursor = [], [], [], LEAD_SECONDS
     for eeg_id in members:
-        extra = 2 * int(rng.integers(0, 12))
+        extra = 2 * int(rng.integers(0, extra_seconds // 2 + 1))
         p = _true_probabilities(rng, base_class)
         segments.append((cursor, 50 + extra, p))
         votes = rng.multinomial(_raters(rng), p)
@@ -161,13 +167,17 @@ def generate(out_dir, spec: SynthSpec = SynthSpec(), progress: bool = False, wor
         raise ValueError(f"need 1 <= patients <= eegs, got eegs={spec.eegs} patients={spec.patients}")
     if not spec.signal > 0:
         raise ValueError(f"signal must be positive, got {spec.signal}")
+    if not spec.patients <= spec.n_recordings <= spec.eegs:
+        raise ValueError(f"need patients <= recordings <= eegs, got recordings={spec.n_recordings}")
+    if spec.extra_seconds < 0 or spec.extra_seconds % 2:
+        raise ValueError(f"extra_seconds must be even and >= 0, got {spec.extra_seconds}")
     out = Path(out_dir)
     for sub in ("train_eegs", "train_spectrograms", "test_eegs", "test_spectrograms", META_DIR):
         (out / sub).mkdir(parents=True, exist_ok=True)
     root_seq = np.random.SeedSequence([spec.seed, GENERATOR_VERSION])
     layout_rng, signal_seq = np.random.default_rng(root_seq.spawn(1)[0]), root_seq.spawn(2)[1]
 
-    n_rec = min(spec.eegs, max(spec.patients, int(np.ceil(spec.eegs / 5))))
+    n_rec = spec.n_recordings
     patient_ids = _unique_ids(layout_rng, spec.patients + spec.n_test, 1, 65_536)
     rec_patient = np.concatenate([np.arange(spec.patients), layout_rng.integers(0, spec.patients, n_rec - spec.patients)])
     eeg_rec = np.concatenate([np.arange(n_rec), layout_rng.integers(0, n_rec, spec.eegs - n_rec)])
@@ -177,7 +187,7 @@ def generate(out_dir, spec: SynthSpec = SynthSpec(), progress: bool = False, wor
 
     seqs = signal_seq.spawn(n_rec + spec.n_test)
     train_jobs = [(str(out), seqs[r], eeg_ids[:spec.eegs][eeg_rec == r], spec_ids[r], patient_ids[rec_patient[r]], base_class[r],
-                   spec.signal) for r in range(n_rec)]
+                   spec.signal, spec.extra_seconds) for r in range(n_rec)]
     test_jobs = [(str(out), seqs[n_rec + t], eeg_ids[spec.eegs + t], spec_ids[n_rec + t], patient_ids[spec.patients + t], spec.signal)
                  for t in range(spec.n_test)]
     train_results = _map(_train_recording, train_jobs, workers, "synthetic train recordings" if progress else None)
@@ -199,7 +209,8 @@ def generate(out_dir, spec: SynthSpec = SynthSpec(), progress: bool = False, wor
     truth.to_csv(out / META_DIR / "truth.csv", index=False)
     truth[truth.split == "test"][["eeg_id", *VOTE_COLUMNS]].to_csv(out / META_DIR / "test_answers.csv", index=False)
     meta = {"generator_version": GENERATOR_VERSION, "eegs": spec.eegs, "patients": spec.patients, "seed": spec.seed,
-            "test_eegs": spec.n_test, "signal": spec.signal, "train_windows": len(train), "spectrograms": int(train.spectrogram_id.nunique()),
+            "test_eegs": spec.n_test, "signal": spec.signal, "recordings": n_rec,
+            "extra_seconds": spec.extra_seconds, "train_windows": len(train), "spectrograms": int(train.spectrogram_id.nunique()),
             **reference_scores(truth), "seconds": round(time.perf_counter() - started, 2)}
     # meta.json is written last: its presence marks a complete dataset.
     (out / META_DIR / "meta.json").write_text(json.dumps(meta, indent=2))
@@ -242,7 +253,8 @@ def ensure_dataset(root, spec: SynthSpec = SynthSpec(), progress: bool = True) -
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
         if (meta.get("generator_version"), meta.get("eegs"), meta.get("patients"), meta.get("seed"), meta.get("test_eegs"),
-                meta.get("signal", 1.0)) == (GENERATOR_VERSION, spec.eegs, spec.patients, spec.seed, spec.n_test, spec.signal):
+                meta.get("signal", 1.0), meta.get("spectrograms"), meta.get("extra_seconds", 22)) == (
+                GENERATOR_VERSION, spec.eegs, spec.patients, spec.seed, spec.n_test, spec.signal, spec.n_recordings, spec.extra_seconds):
             return root
         raise FileExistsError(f"{root} holds a different synthetic dataset ({meta_path}); choose another data.root")
     partial = root.with_name(root.name + ".partial")

@@ -78,6 +78,24 @@ def test_deterministic_per_seed(tmp_path):
     assert a["prior_kl"] == b["prior_kl"]
 
 
+@pytest.mark.slow
+def test_recordings_and_extra_seconds_shape_a_kaggle_like_set(tmp_path):
+    """--recordings sets the number of spectrograms the eeg_ids are cut from; --extra-seconds the EEG lengths,
+    and so the labelled windows per eeg_id (every 2 s of extra length can hold one more window)."""
+    generate(tmp_path / "a", SynthSpec(eegs=30, patients=5, seed=1, test_eegs=1, recordings=20, extra_seconds=40))
+    generate(tmp_path / "b", SynthSpec(eegs=30, patients=5, seed=1, test_eegs=1))
+    a, b = (pd.read_csv(tmp_path / x / "train.csv") for x in "ab")
+    assert a.spectrogram_id.nunique() == len(list((tmp_path / "a" / "train_spectrograms").glob("*.parquet"))) == 20
+    assert b.spectrogram_id.nunique() == 6  # the default: eegs / 5
+    seconds = {x: [len(read_eeg(f)) / EEG_RATE for f in (tmp_path / x / "train_eegs").glob("*.parquet")] for x in "ab"}
+    assert max(seconds["b"]) <= 72 < max(seconds["a"]) <= 90 and min(seconds["a"]) >= 50
+    assert a.groupby("eeg_id").size().mean() > b.groupby("eeg_id").size().mean()
+    assert (a.eeg_label_offset_seconds <= a.eeg_id.map(dict(zip(*[[int(f.stem) for f in (tmp_path / "a" / "train_eegs").glob("*.parquet")],
+                                                                  [s - 50 for s in seconds["a"]]])))).all()
+    with pytest.raises(ValueError, match="recordings"):
+        generate(tmp_path / "c", SynthSpec(eegs=30, patients=5, recordings=4))
+
+
 def test_structure_patients_shared_spectrograms_and_nan(synthetic_root):
     train = pd.read_csv(synthetic_root / "train.csv")
     assert train.patient_id.nunique() == 10
