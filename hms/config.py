@@ -69,6 +69,23 @@ def validate(cfg: DictConfig) -> None:
                 or any(not 0 <= s[0] < 1 or s[1] < 0 for s in steps)):
             raise ConfigError(f"schedule.steps={steps} must be [fraction of the run, lr] pairs sorted by fraction, "
                               "starting at 0, fractions below 1, lr >= 0 (e.g. [[0, 1e-3], [0.5, 1e-4], [0.75, 1e-5]])")
+    signal = cfg.input.mix == "eeg1d"
+    if signal != (cfg.backbone.source == "eeg1d"):
+        raise ConfigError(f"backbone={cfg.backbone.name} ({cfg.backbone.source}) does not take input.mix={cfg.input.mix}: "
+                          "the eeg1d backbones take input=eeg1d, the others take tiles (input=both, kaggle or eeg)")
+    if signal:
+        from .features.signals import SignalOptions
+
+        try:
+            SignalOptions(**cfg.input.signal)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        tile_only = [k for k in ("coarse_dropout",) if cfg.augmentation.get(k, 0) > 0]
+    else:
+        tile_only = [k for k in ("time_shift", "channel_dropout", "amplitude") if cfg.augmentation.get(k, 0) > 0]
+    if tile_only:
+        raise ConfigError(f"augmentation.{tile_only[0]}={cfg.augmentation[tile_only[0]]} does not apply to input.mix={cfg.input.mix} "
+                          "(time_shift, channel_dropout and amplitude are for raw-EEG signals; coarse_dropout for tiles)")
     weights = cfg.backbone.weights
     if weights not in (None, "imagenet") and not Path(weights).is_file():
         raise ConfigError(f"backbone.weights={weights!r}: no such file (use null, imagenet, or a local weights file)")

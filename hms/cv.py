@@ -146,7 +146,7 @@ def train_fold(cfg, devices, data: TrainingData, fold: int, fresh_model: FreshMo
     """Train one fold (and its optional second stage); returns the model and its validation predictions."""
     import keras
 
-    from .augment import build_augmentation, tta_views
+    from .augment import augmentation_for, tta_views
     from .batches import TileBatches, predict_views
     from .schedule import step_callback
 
@@ -155,15 +155,16 @@ def train_fold(cfg, devices, data: TrainingData, fold: int, fresh_model: FreshMo
     train_idx = np.flatnonzero(data.samples.fold.to_numpy() != fold)
     val_idx = np.flatnonzero(data.samples.fold.to_numpy() == fold)
     common = dict(batch_size=cfg.trainer.batch_size, workers=cfg.trainer.workers)
-    augment = build_augmentation(cfg.augmentation, seed=cfg.seed + fold)
+    augment = augmentation_for(cfg.augmentation, cfg.input.mix, seed=cfg.seed + fold)
+    mixup = cfg.augmentation.get("mixup", 0.0)
     train = TileBatches(data.sources, [data.window_rows[i] for i in train_idx], y[train_idx], augment=augment,
-                        shuffle=True, seed=cfg.seed + fold, **common)
+                        shuffle=True, seed=cfg.seed + fold, mixup=mixup, **common)
     val = TileBatches(data.sources, data.fixed_rows[val_idx], y[val_idx], **common)
     hq = train_idx[data.samples.total_votes.to_numpy()[train_idx] >= HQ_VOTES]
     stage2 = None
     if cfg.cv.stage2 and len(hq):
         stage2 = TileBatches(data.sources, [data.window_rows[i] for i in hq], y[hq], augment=augment, shuffle=True,
-                             seed=cfg.seed + fold + 1000, **common)
+                             seed=cfg.seed + fold + 1000, mixup=mixup, **common)
     roles = {"train": train, "valid": val, **({"stage2": stage2} if stage2 is not None else {})}
     tracking.log_frame(client, run_id, fold_rows(data, roles), "fold_rows.parquet")  # once, before any training
     scale = devices.replicas if cfg.trainer.lr_scaling == "linear" else 1
@@ -183,7 +184,7 @@ def train_fold(cfg, devices, data: TrainingData, fold: int, fresh_model: FreshMo
         # Batches 4x the training batch: the same average, a quarter of the (eager, per-call) passes.
         recalibrate_batch_norm(model, TileBatches(data.sources, data.fixed_rows[train_idx], y[train_idx],
                                                   batch_size=4 * cfg.trainer.batch_size, workers=cfg.trainer.workers))
-    predictions = predict_views(model, val, tta_views(cfg.augmentation))
+    predictions = predict_views(model, val, tta_views(cfg.augmentation, ndim=1 + len(val.shape)))
     return model, val_idx, predictions, val
 
 
@@ -411,7 +412,10 @@ def _fold_loop(client, cfg, devices, data: TrainingData, parent: Parent, on_fold
     return parts, baselines, histories, example, stopped
 
 
-def _montage_image(model, val) -> np.ndarray:
+def _montage_image(model, val) -> np.ndarray | None:
+    """One validation input as the backbone sees it (tile models); None for raw-EEG models."""
+    if "montage" not in {layer.name for layer in model.layers}:
+        return None
     x, _ = val[0]
     return np.asarray(model.get_layer("montage")(x[:1]))[0]
 

@@ -247,7 +247,7 @@ def member_predictions(member, data_cfg: DictConfig, root, test: pd.DataFrame, b
             except Exception as error:  # noqa: BLE001 - a damaged or mismatched file is named
                 raise PredictError(f"{path}: cannot load into {cfg.backbone.name} on {cfg.input.mix} tiles "
                                    f"{list(cfg.input.tile)} ({type(error).__name__}: {error})") from None
-            folds.append(predict_views(model, batches, tta_views(cfg.augmentation)))
+            folds.append(predict_views(model, batches, tta_views(cfg.augmentation, ndim=1 + len(batches.shape))))
     out[rows] = np.mean(folds, axis=0)
     return out
 

@@ -31,8 +31,8 @@ def data_root(cfg: DictConfig):
 
 
 def feature_kinds(mix: str) -> tuple[str, ...]:
-    """The tile kinds an `input.mix` needs, in montage order (Kaggle tiles first)."""
-    return {"both": ("kaggle", "eeg"), "kaggle": ("kaggle",), "eeg": ("eeg",)}[mix]
+    """The feature kinds an `input.mix` needs, in montage order (Kaggle tiles first); eeg1d: raw-EEG signals."""
+    return {"both": ("kaggle", "eeg"), "kaggle": ("kaggle",), "eeg": ("eeg",), "eeg1d": ("eeg1d",)}[mix]
 
 
 def train_items(samples: pd.DataFrame, windows: pd.DataFrame, sampling: str) -> pd.DataFrame:
@@ -47,13 +47,31 @@ def train_items(samples: pd.DataFrame, windows: pd.DataFrame, sampling: str) -> 
 def feature_options(cfg: DictConfig, progress: bool = True) -> FeatureOptions:
     """The cache settings of a config's `data` and `input` groups."""
     return FeatureOptions(tile=tuple(cfg.input.tile), cache_dir=cfg.data.cache_dir, workers=cfg.data.workers,
-                          bad_files=cfg.data.bad_files, precomputed=cfg.data.eeg_spectrograms, progress=progress)
+                          bad_files=cfg.data.bad_files, precomputed=cfg.data.eeg_spectrograms, progress=progress,
+                          signal=signal_options(cfg))
+
+
+def signal_options(cfg: DictConfig):
+    """`input.signal` as SignalOptions (input=eeg1d), None for tile inputs; a bad value is a ConfigError naming it."""
+    if cfg.input.mix != "eeg1d":
+        return None
+    from .features.signals import SignalOptions
+
+    try:
+        return SignalOptions(**cfg.input.signal)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def cache_mode(cfg: DictConfig, root, split: str, items: pd.DataFrame) -> str:
     """`data.cache` resolved: with `auto`, the per-file cache where every window's finished tiles would take
     more than half the bytes of the data files they come from (random windows at full tile size), else tiles."""
     mode = cfg.data.get("cache", "auto")
+    if cfg.input.mix == "eeg1d":  # signals are made per batch from the stored EEG files; there is no tile form
+        if mode == "tiles":
+            raise ConfigError("input=eeg1d reads raw-EEG windows from the per-file cache: data.cache=tiles does not "
+                              "apply (use auto or files)")
+        return "files"
     if mode == "files" and cfg.data.eeg_spectrograms:
         raise ConfigError("data.cache=files makes EEG spectrograms from the EEG files; data.eeg_spectrograms "
                           f"({cfg.data.eeg_spectrograms}) needs data.cache=tiles")

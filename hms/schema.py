@@ -43,7 +43,7 @@ class TrainerSchema:
 @dataclass
 class BackboneSchema:
     name: str = MISSING
-    source: str = field(default="efficientnet", metadata=_one_of("efficientnet", "keras"))
+    source: str = field(default="efficientnet", metadata=_one_of("efficientnet", "keras", "eeg1d"))
     weights: Optional[str] = None
     dropout: float = field(default=0.2, metadata=_fraction("a dropout rate", high_open=True))
     bn_momentum: Any = field(default="auto", metadata={"auto": True, "low": 0.0, "high": 1.0, "low_open": True,
@@ -59,6 +59,10 @@ class AugmentationSchema:
     time_flip: float = field(default=0.0, metadata=_fraction())
     hemisphere: float = field(default=0.0, metadata=_fraction())
     coarse_dropout: float = field(default=0.0, metadata=_fraction())
+    time_shift: float = field(default=0.0, metadata=_fraction())  # input=eeg1d: shift by up to a tenth of the window
+    channel_dropout: float = field(default=0.0, metadata=_fraction("a rate per pair"))  # input=eeg1d
+    amplitude: float = field(default=0.0, metadata=_fraction())  # input=eeg1d: scale by 0.8-1.25
+    mixup: float = field(default=0.0, metadata=_at_least(0.0, "the Beta(a, a) parameter; 0: off"))
     tta: bool = False
 
 
@@ -91,9 +95,19 @@ class SyntheticDataSchema(DataSchema):
 
 
 @dataclass
+class SignalSchema:
+    rate: int = field(default=50, metadata=_at_least(1, "samples per second"))
+    low: float = field(default=0.5, metadata={"low": 0.0, "low_open": True, "what": "Hz"})
+    high: float = field(default=20.0, metadata={"low": 0.0, "low_open": True, "what": "Hz"})
+    clip: float = field(default=1024.0, metadata={"low": 0.0, "low_open": True, "what": "microvolts"})
+    scale: float = field(default=32.0, metadata={"low": 0.0, "low_open": True})
+
+
+@dataclass
 class InputSchema:
-    mix: str = field(default="both", metadata=_one_of("both", "kaggle", "eeg"))
+    mix: str = field(default="both", metadata=_one_of("both", "kaggle", "eeg", "eeg1d"))
     tile: List[int] = field(default_factory=lambda: [128, 256])
+    signal: SignalSchema = field(default_factory=SignalSchema)  # input=eeg1d: see hms.features.signals
 
 
 @dataclass

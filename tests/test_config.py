@@ -106,6 +106,8 @@ def test_every_group_option_starts_from_its_schema():
     for folder in sorted(p for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "profile"):
         for option in sorted(f.stem for f in folder.glob("*.yaml") if not f.stem.startswith("_")):
             extra = ["data.root=/x"] if (folder.name, option) == ("data", "kaggle") else []
+            if option.startswith("eeg1d") or option == "signal":  # the raw-EEG family's parts need each other
+                extra = ["input=eeg1d", "backbone=eeg1d_cnn", "augmentation=signal"]
             cfg = compose([f"{folder.name}={option}", *extra])
             schema = OmegaConf.get_type(cfg[folder.name])
             assert is_dataclass(schema), f"conf/{folder.name}/{option}.yaml has no schema"
@@ -194,3 +196,16 @@ def test_a_multirun_writes_no_folders_where_it_runs(tmp_path):
     result = run_module("hms.train", "-m", "cv.folds=1", cwd=tmp_path, env={**os.environ, "TMPDIR": str(tmp_path / "tmp")})
     assert result.returncode != 0 and "cv.folds=1 must be at least 2" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tmp"] and list((tmp_path / "tmp" / "hms-multirun").iterdir())
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["input=eeg1d"], "backbone=efficientnet_b0 (efficientnet) does not take input.mix=eeg1d"),
+    (["backbone=eeg1d_gru"], "backbone=eeg1d_gru (eeg1d) does not take input.mix=both"),
+    (["augmentation=signal"], "augmentation.time_shift=0.5 does not apply to input.mix=both"),
+    (["input=eeg1d", "backbone=eeg1d_cnn", "augmentation=flip_dropout"], "augmentation.coarse_dropout=0.5 does not apply to input.mix=eeg1d"),
+    (["input=eeg1d", "backbone=eeg1d_cnn", "input.signal.rate=40"], "rate / 2 (20.0), or the downsampling aliases"),
+    (["input=eeg1d", "backbone=eeg1d_cnn", "input.signal.rate=30"], "input.signal.rate=30: must divide the EEG's 200 Hz"),
+])
+def test_raw_eeg_parts_that_do_not_fit_together_are_refused_by_name(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        compose(overrides)

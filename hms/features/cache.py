@@ -15,7 +15,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -60,6 +60,7 @@ class FeatureOptions:
     bad_files: str = "fail"  # fail: stop naming the file; skip: mark its items bad, list every such file
     precomputed: str | None = None
     progress: bool = True
+    signal: Any = None  # SignalOptions of input=eeg1d (hms.features.signals); None: its defaults
 
 
 class FileGroup(NamedTuple):

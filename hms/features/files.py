@@ -267,12 +267,19 @@ def build_window_caches(root, split: str, kinds, items: pd.DataFrame, options: F
     items = items[["eeg_id", "spectrogram_id", "eeg_offset", "spec_offset"]].reset_index(drop=True)
     out = {}
     for kind in kinds:
-        file_ids = items[SOURCES[kind].column].to_numpy(np.int64)
-        files = build_files(root, split, kind, file_ids, options)
-        tiles = WindowTiles(files, file_ids, items[SOURCES[kind].offset].to_numpy(np.float64), options.tile)
+        stored = "eeg" if kind == "eeg1d" else kind  # raw-EEG signals are cut from the same stored EEG files
+        file_ids = items[SOURCES[stored].column].to_numpy(np.int64)
+        files = build_files(root, split, stored, file_ids, options)
+        offsets = items[SOURCES[stored].offset].to_numpy(np.float64)
+        if kind == "eeg1d":
+            from .signals import SignalOptions, SignalWindows
+
+            tiles = SignalWindows(files, file_ids, offsets, options.signal or SignalOptions())
+        else:
+            tiles = WindowTiles(files, file_ids, offsets, options.tile)
         problems = tiles.problems
         if problems and options.bad_files == "fail":
             file_id, problem = next(iter(problems.values()))
-            raise DataError(f"{SOURCES[kind].path(root, file_id, split)}: {problem}")
+            raise DataError(f"{SOURCES[stored].path(root, file_id, split)}: {problem}")
         out[kind] = WindowCache(files.path, items, tiles)
     return out

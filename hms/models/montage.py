@@ -144,8 +144,16 @@ def model_for(cfg, kinds: int, weights=None, steps_per_epoch: int | None = None)
     """`build_model` with a run config's backbone and tile choices (`weights`: the backbone's initial weights;
     `steps_per_epoch`: the training run's, to resolve `bn_momentum: auto`; None when only predicting)."""
     backbone = cfg.backbone
+    signal = cfg.input.mix == "eeg1d"  # hms.config.validate has checked that the backbone takes this input
+    recipe = resolved_recipe(backbone, steps_per_epoch)
+    if signal:
+        from ..features.signals import PAIR_NAMES, EEG_WINDOW_SECONDS
+        from .signal import build_signal_model
+
+        return build_signal_model(backbone.name, EEG_WINDOW_SECONDS * cfg.input.signal.rate, len(PAIR_NAMES), weights=weights,
+                                  dropout=backbone.dropout, bn_momentum=recipe["bn_momentum"])
     return build_model(backbone.name, tuple(cfg.input.tile), kinds, source=backbone.source, weights=weights,
-                       dropout=backbone.dropout, **resolved_recipe(backbone, steps_per_epoch))
+                       dropout=backbone.dropout, **recipe)
 
 
 def batch_norm_layers(model) -> list:

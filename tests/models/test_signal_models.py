@@ -1,0 +1,54 @@
+"""The raw-EEG (1D) backbones train for real under mixed precision and a 2-replica MirroredStrategy."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ..helpers import REPO
+
+pytestmark = pytest.mark.slow  # trains real models in a fresh process (logical CPU devices are set before TF starts)
+
+SCRIPT = """
+import json, os
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+import numpy as np
+from hms.config import compose
+from hms.cv import _compile, model_dtypes
+from hms.devices import configure, precision_policy
+from hms.models import model_for
+out, devices = {}, None
+for name in ("eeg1d_cnn", "eeg1d_gru", "eeg1d_wavenet"):
+    cfg = compose(["input=eeg1d", f"backbone={name}", "augmentation=signal", "trainer.cpu_devices=2", "trainer.strategy=mirrored",
+                   "trainer.precision=mixed_float16", "input.signal.rate=20", "input.signal.high=8"])
+    devices = devices or configure(cfg.trainer)  # one strategy per process, as a run has
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 1000, 16)).astype(np.float32)
+    y = rng.dirichlet(np.ones(6), 16).astype(np.float32)
+    with precision_policy(devices.precision):
+        with devices.strategy.scope():
+            model = model_for(cfg, 1, steps_per_epoch=2)
+            _compile(model, 1e-3)
+        before = [w.copy() for w in model.get_weights()]
+        history = model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+        p = model.predict(x, verbose=0)
+    out[name] = {"replicas": devices.strategy.num_replicas_in_sync, "dtypes": model_dtypes(model),
+                 "loss": history.history["loss"], "changed": sum(not np.array_equal(a, b) for a, b in zip(before, model.get_weights())),
+                 "weights": len(before), "rows": p.sum(axis=1).tolist(), "input": list(model.input_shape)}
+print(json.dumps(out))
+"""
+
+
+def test_each_1d_backbone_trains_under_mixed_precision_on_two_replicas():
+    done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(result) == {"eeg1d_cnn", "eeg1d_gru", "eeg1d_wavenet"}
+    for name, r in result.items():
+        assert r["replicas"] == 2, name
+        assert r["dtypes"].startswith("compute float16") and r["dtypes"].endswith("output float32"), (name, r["dtypes"])
+        assert r["input"] == [None, 1000, 16], name  # 50 s at input.signal.rate=20
+        assert all(v == v and v < 10 for v in r["loss"]), (name, r["loss"])  # finite
+        assert r["changed"] > r["weights"] // 2, name  # trained, not a frozen graph
+        assert all(abs(s - 1) < 1e-3 for s in r["rows"]), name  # a float32 softmax
