@@ -61,9 +61,10 @@ def run_submission(learned_run, tmp_path_factory):
     return out
 
 
-def test_submission_of_a_run_has_kaggle_format_and_beats_the_prior(learned_run, run_submission, tmp_path):
-    store, root, run_id = learned_run
-    submission = pd.read_csv(run_submission)
+def valid_submission_beating_the_prior(path, root) -> pd.DataFrame:
+    """The submission at `path`: Kaggle's columns, the sample submission's eeg_ids in its order, rows that are
+    probability distributions, and a test KL (against the synthetic answer key) below the prior's."""
+    submission = pd.read_csv(path)
     assert list(submission.columns) == list(SUBMISSION_COLUMNS)
     assert submission.eeg_id.tolist() == pd.read_csv(root / "sample_submission.csv").eeg_id.tolist()
     probabilities = submission[list(VOTE_COLUMNS)].to_numpy()
@@ -71,6 +72,12 @@ def test_submission_of_a_run_has_kaggle_format_and_beats_the_prior(learned_run, 
     answers = pd.read_csv(root / "_synthetic" / "test_answers.csv")
     score, prior = kaggle_score(answers, submission), read_meta(root)["test_prior_kl"]
     assert score < prior, f"test KL {score:.4f} is not better than the prior's {prior:.4f}"
+    return submission
+
+
+def test_submission_of_a_run_has_kaggle_format_and_beats_the_prior(learned_run, run_submission, tmp_path):
+    store, root, run_id = learned_run
+    submission = valid_submission_beating_the_prior(run_submission, root)
 
     # Each row worked out here, one eeg_id at a time from its files: both fold models, each averaged over the
     # 4 test-time views, then averaged. The plain view alone gives other numbers.
@@ -183,3 +190,44 @@ def test_item03_a_missing_fold_file_is_named_not_averaged_away(learned_run, tmp_
     done = run_module("hms.predict", "--models", folder, *data_overrides(root, store), "--out", tmp_path / "s.csv")
     assert done.returncode == 2 and f"predict error: {gone}: missing" in done.stderr
     assert not (tmp_path / "s.csv").exists()
+
+
+@pytest.fixture(scope="session")
+def signal_run(learned_run):
+    """A raw-EEG 1D CNN (input=eeg1d, backbone=eeg1d_cnn) on the learned run's data, store and folds: the default
+    recipe, only sizes overridden."""
+    store, root, _ = learned_run
+    cwd = os.getcwd()
+    os.chdir(store)
+    try:
+        args = [a for a in tiny(root, store, "cv.folds=2", "trainer.epochs=12", "input=eeg1d", "backbone=eeg1d_cnn",
+                                "augmentation=signal") if not a.startswith(("schedule.", "backbone=efficientnet"))]
+        run_cv(compose(args))
+    finally:
+        os.chdir(cwd)
+    run = next(r for r in runs(store)[2] if r.data.tags.get("hms.run_type") == "cv" and r.data.params["input.mix"] == "eeg1d")
+    return run.info.run_id
+
+
+def test_a_1d_run_learns_blends_with_a_2d_run_and_the_blend_predicts_offline(learned_run, signal_run, tmp_path):
+    store, root, tiles_run = learned_run
+    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    metrics = client.get_run(signal_run).data.metrics
+    assert metrics["cv_kl"] <= 0.9 * metrics["prior_kl"], metrics  # the 1D model learned from the raw signal
+    assert np.isfinite(metrics["baseline_kl"]) and metrics["baseline_kl"] < metrics["prior_kl"], metrics  # band-power baseline
+    uri = f"sqlite:///{store}/mlflow.db"
+    done = run_module("hms.ensemble", "--tracking-uri", uri, "--runs", tiles_run, signal_run, "--trials", "40", cwd=store)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ensemble = next(r for r in runs(store)[2] if r.data.tags.get("hms.run_type") == "ensemble")
+    bundle = json.loads(open(client.download_artifacts(ensemble.info.run_id, "ensemble.json", str(tmp_path))).read())
+    assert {m["choices"]["input.mix"] for m in bundle["members"]} == {"both", "eeg1d"}  # both families kept
+    members = {r: client.get_run(r).data.metrics["cv_kl"] for r in (tiles_run, signal_run)}
+    assert ensemble.data.metrics["cv_kl"] < min(members.values()), (ensemble.data.metrics["cv_kl"], members)
+    folder = tmp_path / "models"
+    done = run_module("hms.predict", "export", "--ensemble", ensemble.info.run_id, "--to", folder, *data_overrides(root, store))
+    assert done.returncode == 0, done.stderr[-3000:]
+    offline = [*data_overrides(root, store)[:-1], f"tracking.uri=sqlite:///{tmp_path}/none/mlflow.db"]
+    out = tmp_path / "blend.csv"
+    done = run_module("hms.predict", "--models", folder, *offline, "--out", out)
+    assert done.returncode == 0, done.stderr[-3000:]
+    valid_submission_beating_the_prior(out, root)
