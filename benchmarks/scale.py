@@ -13,8 +13,9 @@ time and peak RSS):
   to show what grows with the dataset: reading train.csv, fold assignment, opening the built cache, and one
   epoch of random-window batches at full size (128x256 tiles, both kinds, batch 32) on --workers threads,
   as the trainer's PyDataset runs them.
-Peak RSS counts the cache's memory-mapped file pages the process has touched (page cache the kernel can drop at
-any time); "own memory" is the peak anonymous RSS (/proc/self/status RssAnon), what the process itself holds.
+Peak RSS counts mapped files too: the shared libraries (TensorFlow is imported by the batches) and the pages of
+the memory-mapped cache the process has touched (page cache the kernel can drop at any time); "own memory" is
+the peak anonymous RSS (/proc/self/status RssAnon), what the process itself holds.
 Ratios are against the floor and the parquet bytes measured in the same run. `fit` throughput with tiles made
 per batch against precomputed tiles is `benchmarks/fit_files.py --root DIR`.
 """
@@ -147,14 +148,14 @@ def main():
                   f"(peak RSS {read['peak_rss_mb']:5.0f} MB); folds {opened['folds']:6.2f} s; open the cache {opened['open']:6.2f} s "
                   f"(peak RSS {opened['peak_rss_mb']:5.0f} MB); one epoch {epoch['samples']} samples in {epoch['epoch']:6.1f} s = "
                   f"{epoch['samples'] / epoch['epoch']:5.1f} samples/s (peak RSS {epoch['peak_rss_mb']:5.0f} MB, of it the process's own "
-                  f"memory {epoch['peak_anon_mb']:5.0f} MB; the rest is the cache's mapped pages)", flush=True)
+                  f"memory {epoch['peak_anon_mb']:5.0f} MB; the rest is mapped files: the cache's pages and shared libraries)", flush=True)
         w, s = rows["whole"], rows["subset"]
         scale = w["read"]["rows"] / s["read"]["rows"]
         print(f"whole / subset, with {scale:.1f}x the rows: read {w['read']['read'] / s['read']['read']:.1f}x, "
               f"folds {w['opened']['folds'] / s['opened']['folds']:.1f}x, open {w['opened']['open'] / s['opened']['open']:.1f}x, "
               f"epoch samples/s {(w['epoch']['samples'] / w['epoch']['epoch']) / (s['epoch']['samples'] / s['epoch']['epoch']):.2f}x; "
               f"peak own memory of an epoch {w['epoch']['peak_anon_mb'] / s['epoch']['peak_anon_mb']:.2f}x "
-              f"(peak RSS, mapped cache pages included, {w['epoch']['peak_rss_mb'] / s['epoch']['peak_rss_mb']:.2f}x)")
+              f"(peak RSS, mapped files included, {w['epoch']['peak_rss_mb'] / s['epoch']['peak_rss_mb']:.2f}x)")
 
 
 if __name__ == "__main__":
