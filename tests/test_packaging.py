@@ -54,7 +54,8 @@ def test_the_wheel_ships_its_configs_and_sweeps_and_its_commands_run_from_an_emp
     checked = run(venv, empty, env, "hms-data", "check", synthetic_root)
     assert checked.returncode == 0 and "all files OK" in checked.stdout
     space = run(venv, empty, env, "hms-sweep", "launch", "nosuch", "--trials", "1")
-    assert space.returncode == 2 and "shipped spaces: backbone_aug_mix, lr_steps, tiny" in space.stderr
+    shipped = ", ".join(sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml")))  # every space in the checkout, in the wheel
+    assert space.returncode == 2 and f"shipped spaces: {shipped}" in space.stderr and "eeg1d" in shipped
     assert sorted(p.name for p in empty.iterdir()) == []  # nothing written where the commands ran
     # A tiny training from the empty folder, with the installed commands only.
     store = tmp_path / "store"
