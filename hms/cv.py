@@ -144,8 +144,6 @@ def progress_verbosity(setting, stream=None) -> int:
 
 def train_fold(cfg, devices, data: TrainingData, fold: int, fresh_model: FreshModel, client, run_id: str, history: dict):
     """Train one fold (and its optional second stage); returns the model and its validation predictions."""
-    import keras
-
     from .augment import augmentation_for, tta_views
     from .batches import TileBatches, predict_views
     from .schedule import step_callback
