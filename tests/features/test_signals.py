@@ -73,6 +73,20 @@ def test_signals_from_the_per_file_cache_are_those_of_the_parquet_window(synthet
         window = np.asarray(eeg[first:first + 10_000], np.float32)[None]
         np.testing.assert_allclose(got[k], signal_windows(window)[0], atol=1e-5)
 
+    # Read again: served from memory (no file read), the same values; the memo holds at most its budget.
+    reads = []
+    read = signals.files.read
+    signals.files.read = lambda *a: reads.append(a) or read(*a)
+    np.testing.assert_array_equal(signals[rows], got)
+    assert reads == []
+    item_bytes = 2500 * 16 * 4
+    for budget, kept in ((0, 0), (2 * item_bytes, 2)):
+        fresh = type(signals)(signals.files, signals.file_ids, signals.first / RATE, signals.options, memo_bytes=budget)
+        reads.clear()
+        np.testing.assert_array_equal(fresh[rows], got)
+        np.testing.assert_array_equal(fresh[rows], got)
+        assert len(reads) == 2 * len(rows) - kept  # the second pass reads all but the kept windows again
+
 
 def batch(n=8, samples=200, seed=0):
     rng = np.random.default_rng(seed)
