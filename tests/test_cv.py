@@ -166,35 +166,6 @@ def test_logged_baselines_are_the_fold_prior_and_a_model_on_the_same_rows(cv_run
         assert child.data.metrics["baseline_kl"] == pytest.approx(kl_divergence(y[rows], model[rows]), abs=1e-9)
 
 
-def test_a_run_that_cannot_learn_is_tagged_and_warns_and_precision_reaches_the_model(synthetic_root, tmp_path, monkeypatch,
-                                                                                      capsys):
-    """One tiny run checks two things: a network that cannot learn (learning rate 0) is tagged and warned about,
-    and trainer.precision=mixed_float16 reaches the built model (read from its layers, not the echoed param)."""
-    import keras
-
-    monkeypatch.chdir(tmp_path)
-    try:
-        value = run_cv(compose(tiny(synthetic_root, tmp_path, "cv.folds=2", "cv.only=[1]", "trainer.epochs=1",
-                                    "trainer.precision=mixed_float16", "schedule.steps=[[0,0.0]]")))
-    finally:
-        keras.mixed_precision.set_global_policy("float32")  # the rest of this worker's tests build float32 models
-    assert keras.mixed_precision.global_policy().name == "float32"
-    _, _, all_runs = runs(tmp_path)
-    parent = next(r for r in all_runs if r.data.tags.get("hms.run_type") == "cv")
-    assert parent.data.tags["hms.learned"] == "false" and parent.info.status == "FINISHED"
-    err = capsys.readouterr()
-    assert "WARNING: this run did not learn" in err.err and "hms.learned=false" in err.err
-    # The closing line puts cv_kl beside both baselines.
-    assert f"cv_kl {parent.data.metrics['cv_kl']:.4f}  prior_kl {parent.data.metrics['prior_kl']:.4f}  baseline_kl " in err.out
-    assert parent.data.params["trainer.precision"] == "mixed_float16"
-    # Read from the built model: layers compute in float16 (the softmax head in float32), variables stay float32.
-    compute, variables, output = parent.data.tags["hms.dtypes"].split(", ")
-    assert "float16" in compute.split()[1].split("/") and variables == "variables float32" and output == "output float32"
-    keys = {"cv_kl", "fold1_kl", "prior_kl", "baseline_kl"}
-    hq = {"cv_kl_hq", "prior_kl_hq", "baseline_kl_hq"}  # only where the fold has rows with >= 10 votes
-    assert np.isfinite(value) and {k for k in parent.data.metrics if not k.startswith("system/")} in (keys, keys | hq)
-
-
 def test_item10_two_runs_at_once_on_fresh_stores_both_finish_one_on_two_replicas(synthetic_root, tmp_path):
     """Issue 14, items 10 and 11 with real processes: two `hms.train` started together on a fresh SQLite
     store and a fresh cache folder both finish. One runs a two-replica MirroredStrategy on the CPU."""
@@ -296,8 +267,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_logs_to_a_real_mlflow_server_over_http(synthetic_root, tmp_path, monkeypatch):
+def test_a_run_logged_over_http_that_cannot_learn_is_tagged_and_warns_and_precision_reaches_the_model(
+        synthetic_root, tmp_path, monkeypatch, capsys):
+    """One tiny run (one fold, learning rate 0, mixed_float16) against a real MLflow server checks three things:
+    its records and artifacts go through the server over HTTP; a network that cannot learn is tagged and warned
+    about; trainer.precision=mixed_float16 reaches the built model (read from its layers, not the echoed param)."""
     import urllib.request
+
+    import keras
 
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
@@ -313,20 +290,39 @@ def test_logs_to_a_real_mlflow_server_over_http(synthetic_root, tmp_path, monkey
             except OSError:
                 time.sleep(0.5)
         monkeypatch.chdir(tmp_path)
-        args = [a for a in tiny(synthetic_root, tmp_path, "cv.folds=2", "cv.only=[0]", "trainer.epochs=1",
-                                "schedule.steps=[[0,1.0e-3]]", "tracking.experiment=shared") if not a.startswith("tracking.uri")]
-        value = run_cv(compose([*args, f"tracking.uri={uri}"]))
+        args = [a for a in tiny(synthetic_root, tmp_path, "cv.folds=2", "cv.only=[1]", "trainer.epochs=1",
+                                "trainer.precision=mixed_float16", "schedule.steps=[[0,0.0]]", "tracking.experiment=shared")
+                if not a.startswith("tracking.uri")]
+        try:
+            value = run_cv(compose([*args, f"tracking.uri={uri}"]))
+        finally:
+            keras.mixed_precision.set_global_policy("float32")  # the rest of this worker's tests build float32 models
+        assert keras.mixed_precision.global_policy().name == "float32"
         client = MlflowClient(uri)
         experiment = client.get_experiment_by_name("shared")
         parent = next(r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("hms.run_type") == "cv")
         assert parent.data.metrics["cv_kl"] == pytest.approx(value)
         oof = pd.read_parquet(client.download_artifacts(parent.info.run_id, "oof.parquet", str(tmp_path)))
-        assert len(oof) > 0 and (oof.fold == 0).all()
+        assert len(oof) > 0 and (oof.fold == 1).all()
         assert (tmp_path / "server-artifacts").is_dir()  # artifacts went through the server, not to a local folder
         assert not (tmp_path / "mlruns").exists()
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+    # Learning rate 0: tagged hms.learned=false and warned about in plain words.
+    assert parent.data.tags["hms.learned"] == "false" and parent.info.status == "FINISHED"
+    err = capsys.readouterr()
+    assert "WARNING: this run did not learn" in err.err and "hms.learned=false" in err.err
+    # The closing line puts cv_kl beside both baselines.
+    assert f"cv_kl {parent.data.metrics['cv_kl']:.4f}  prior_kl {parent.data.metrics['prior_kl']:.4f}  baseline_kl " in err.out
+    assert parent.data.params["trainer.precision"] == "mixed_float16"
+    # Read from the built model: layers compute in float16 (the softmax head in float32), variables stay float32.
+    compute, variables, output = parent.data.tags["hms.dtypes"].split(", ")
+    assert "float16" in compute.split()[1].split("/") and variables == "variables float32" and output == "output float32"
+    keys = {"cv_kl", "fold1_kl", "prior_kl", "baseline_kl"}
+    hq = {"cv_kl_hq", "prior_kl_hq", "baseline_kl_hq"}  # only where the fold has rows with >= 10 votes
+    assert np.isfinite(value) and {k for k in parent.data.metrics if not k.startswith("system/")} in (keys, keys | hq)
 
 
 def test_each_fold_trained_on_other_patients_only(cv_run, synthetic_root):

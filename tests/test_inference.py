@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow  # trains real models or runs commands
 @pytest.fixture(scope="session")
 def learned_run(tmp_path_factory):
     """A B0 trained long enough to learn with the default recipe: 300 synthetic eeg_ids of another seed than the
-    embedded default (60 test eeg_ids with an answer key), 2 folds, 10 epochs, 16x32 tiles, batch 16."""
+    embedded default (60 test eeg_ids with an answer key), 2 folds, 8 epochs, 16x32 tiles, batch 16."""
     store = tmp_path_factory.mktemp("learned")
     root = store / "data"
     generate(root, SynthSpec(eegs=300, patients=60, seed=11, test_eegs=60))
@@ -33,7 +33,7 @@ def learned_run(tmp_path_factory):
     os.chdir(store)
     try:
         # The default recipe (schedule, batch-norm momentum, stochastic depth): only sizes are overridden.
-        args = [a for a in tiny(root, store, "cv.folds=2", "trainer.epochs=10") if not a.startswith("schedule.")]
+        args = [a for a in tiny(root, store, "cv.folds=2", "trainer.epochs=8") if not a.startswith("schedule.")]
         run_cv(compose(args))
     finally:
         os.chdir(cwd)
@@ -91,11 +91,12 @@ def test_submission_of_a_run_has_kaggle_format_and_beats_the_prior(learned_run, 
     cfg = OmegaConf.load(client.download_artifacts(run_id, "config.yaml", str(tmp_path)))
     models = [fold_model(cfg, 2, client.download_artifacts(run_id, f"models/fold{k}.weights.h5", str(tmp_path))) for k in (0, 1)]
     submitted = submission.set_index("eeg_id")
+    items = list(load_test(root).itertuples())
+    x = np.stack([direct_tiles(root, "test", item, cfg.input.tile, ("kaggle", "eeg")) for item in items])
+    views = np.stack([view_predictions(model, x) for model in models], axis=1)  # (items, folds, views, 6)
     gaps = []  # per row: |submitted - folds' mean over views|, |submitted - folds' plain view|
-    for item in load_test(root).itertuples():
-        x = direct_tiles(root, "test", item, cfg.input.tile, ("kaggle", "eeg"))
-        views = np.stack([view_predictions(model, x) for model in models])  # (folds, views, 6)
-        expected, plain = views.mean(axis=(0, 1)), views[:, 0].mean(axis=0)
+    for item, per_item in zip(items, views):
+        expected, plain = per_item.mean(axis=(0, 1)), per_item[:, 0].mean(axis=0)
         row = submitted.loc[item.eeg_id, list(VOTE_COLUMNS)].to_numpy(float)
         gaps.append((np.abs(row - expected / expected.sum()).max(), np.abs(row - plain / plain.sum()).max()))
     to_mean, to_plain = np.max(gaps, axis=0)
@@ -200,7 +201,7 @@ def signal_run(learned_run):
     cwd = os.getcwd()
     os.chdir(store)
     try:
-        args = [a for a in tiny(root, store, "cv.folds=2", "trainer.epochs=12", "input=eeg1d", "backbone=eeg1d_cnn",
+        args = [a for a in tiny(root, store, "cv.folds=2", "trainer.epochs=8", "input=eeg1d", "backbone=eeg1d_cnn",
                                 "augmentation=signal") if not a.startswith(("schedule.", "backbone=efficientnet"))]
         run_cv(compose(args))
     finally:
