@@ -166,27 +166,67 @@ def test_logged_baselines_are_the_fold_prior_and_a_model_on_the_same_rows(cv_run
         assert child.data.metrics["baseline_kl"] == pytest.approx(kl_divergence(y[rows], model[rows]), abs=1e-9)
 
 
-def test_item10_two_runs_at_once_on_fresh_stores_both_finish_one_on_two_replicas(synthetic_root, tmp_path):
-    """Issue 14, items 10 and 11 with real processes: two `hms.train` started together on a fresh SQLite
-    store and a fresh cache folder both finish. One runs a two-replica MirroredStrategy on the CPU."""
+def test_two_runs_at_once_on_a_fresh_store_one_killed_and_resumed_keeping_its_finished_fold(synthetic_root, tmp_path):
+    """Issue 14, items 10 and 11, and resume, with real processes: two `hms.train` started together on a fresh
+    SQLite store and a fresh cache folder, one a whole 2-fold run on a two-replica MirroredStrategy, the other
+    fold 1 alone. The whole run is killed (SIGKILL) the moment its fold 0 is scored; the other finishes. The
+    killed run, resumed with only resume= and its store, keeps fold 0 and trains fold 1, and finishes."""
     common = tiny(synthetic_root, tmp_path, "cv.folds=2", "trainer.epochs=1", "schedule.steps=[[0,1.0e-3]]")
-    commands = [[*common, "cv.only=[0]", "trainer.strategy=mirrored", "trainer.cpu_devices=2"], [*common, "cv.only=[1]"]]
+    whole = [*common, "trainer.strategy=mirrored", "trainer.cpu_devices=2"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    processes = [subprocess.Popen([sys.executable, "-m", "hms.train", *c], cwd=tmp_path, env=env, text=True,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE) for c in commands]
-    outputs = [p.communicate(timeout=900) for p in processes]
-    assert all(p.returncode == 0 for p in processes), [o[1][-3000:] for o in outputs]
-    assert "MirroredStrategy x2 on CPU" in outputs[0][0]
+    process = subprocess.Popen([sys.executable, "-m", "hms.train", *whole], cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env)
+    other = subprocess.Popen([sys.executable, "-m", "hms.train", *common, "cv.only=[1]"], cwd=tmp_path, env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # Kill it the moment fold 0 reports its score (printed after its run is marked FINISHED): polling the
+    # MLflow store instead raced the tiny fold 1 on a slow machine.
+    output = []
+    for line in process.stdout:
+        output.append(line)
+        if line.startswith("fold 0: KL"):
+            break
+    assert process.poll() is None, "the run ended before it was killed:\n" + "".join(output)[-3000:]
+    assert "MirroredStrategy x2 on CPU" in "".join(output)
+    _, _, all_runs = runs(tmp_path)
+    fold0 = next((r for r in all_runs if r.data.tags.get("hms.fold") == "0" and r.info.status == "FINISHED"), None)
+    assert fold0 is not None, "".join(output)[-3000:]
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    out, err = other.communicate(timeout=900)
+    assert other.returncode == 0, err[-3000:]
     _, _, all_runs = runs(tmp_path)
     parents = [r for r in all_runs if r.data.tags.get("hms.run_type") == "cv"]
-    assert len(parents) == 2 and all(r.info.status == "FINISHED" and np.isfinite(r.data.metrics["cv_kl"]) for r in parents)
-    assert sorted(r.data.params["cv.only"] for r in parents) == ["[0]", "[1]"]
+    assert len(parents) == 2
+    alone = next(r for r in parents if r.data.params["cv.only"] == "[1]")
+    assert alone.info.status == "FINISHED" and np.isfinite(alone.data.metrics["cv_kl"])
+    parent = next(r for r in parents if r.data.params["cv.only"] != "[1]")
+    assert parent.info.status == "RUNNING"  # a killed process cannot say anything
     # Run from this checkout, the runs carry its git commit, as fluent MLflow runs do.
     if (REPO / ".git").exists():
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
         assert all(r.data.tags.get("mlflow.source.git.commit") == head for r in parents)
     assert all(r.data.tags["mlflow.source.name"].endswith("hms/train.py") for r in parents)
     assert not list((tmp_path / "cache").glob("*.creating*"))
+
+    # An override that asks for something other than the run's own config is refused, naming it; nothing changes.
+    refused = run_module("hms.train", *whole, f"resume={parent.info.run_id}", "trainer.epochs=3", cwd=tmp_path)
+    assert refused.returncode == 2 and "trainer.epochs=3 (the run has trainer.epochs=1)" in refused.stderr, refused.stderr[-3000:]
+    assert runs(tmp_path)[0].get_run(parent.info.run_id).info.status == "RUNNING"
+
+    # Only resume= and where the store is: everything else (data, tiles, epochs, replicas ...) comes from the run itself.
+    result = run_module("hms.train", f"resume={parent.info.run_id}", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "fold 0: finished earlier, kept" in result.stdout and "fold 1: KL" in result.stdout
+    client, _, all_runs = runs(tmp_path)
+    parent = client.get_run(parent.info.run_id)
+    assert parent.info.status == "FINISHED" and {"fold0_kl", "fold1_kl", "cv_kl"} <= set(parent.data.metrics)
+    folds = [r for r in all_runs if "hms.fold" in r.data.tags and r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted((r.data.tags["hms.fold"], r.info.status) for r in folds) == [("0", "FINISHED"), ("1", "FAILED"), ("1", "FINISHED")]
+    resumed = next(r for r in folds if r.data.tags["hms.fold"] == "1" and r.info.status == "FINISHED")
+    assert len(client.get_metric_history(resumed.info.run_id, "loss")) == 1  # the run's trainer.epochs=1, not the default
+    assert [r.info.run_id for r in folds if r.data.tags["hms.fold"] == "0"] == [fold0.info.run_id]  # not retrained
+    oof = pd.read_parquet(client.download_artifacts(parent.info.run_id, "oof.parquet", str(tmp_path)))
+    assert sorted(oof.fold.unique()) == [0, 1]
 
 
 def test_item15_more_folds_than_patients_is_refused_before_any_run_is_recorded(synthetic_root, tmp_path, monkeypatch):
@@ -216,49 +256,6 @@ def test_crash_marks_the_run_failed_with_its_error(synthetic_root, tmp_path, mon
     logged = [a.path for a in client.list_artifacts(parent, "logs")]
     text = open(client.download_artifacts(parent, logged[0], str(tmp_path))).read()
     assert "ends with ValueError" in text and "broken.weights.h5" in text and "Traceback" in text
-
-
-def test_resume_after_a_killed_fold_keeps_finished_folds(synthetic_root, tmp_path):
-    args = tiny(synthetic_root, tmp_path, "cv.folds=2", "trainer.epochs=1", "schedule.steps=[[0,1.0e-3]]")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "hms.train", *args], cwd=tmp_path, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env)
-    # Kill it the moment fold 0 reports its score (printed after its run is marked FINISHED): polling the
-    # MLflow store instead raced the tiny fold 1 on a slow machine.
-    output = []
-    for line in process.stdout:
-        output.append(line)
-        if line.startswith("fold 0: KL"):
-            break
-    assert process.poll() is None, "the run ended before it was killed:\n" + "".join(output)[-3000:]
-    _, _, all_runs = runs(tmp_path)
-    fold0 = next((r for r in all_runs if r.data.tags.get("hms.fold") == "0" and r.info.status == "FINISHED"), None)
-    assert fold0 is not None, "".join(output)[-3000:]
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    _, _, all_runs = runs(tmp_path)
-    parent = next(r for r in all_runs if r.data.tags.get("hms.run_type") == "cv")
-    assert parent.info.status == "RUNNING"  # a killed process cannot say anything
-
-    # An override that asks for something other than the run's own config is refused, naming it; nothing changes.
-    refused = run_module("hms.train", *args, f"resume={parent.info.run_id}", "trainer.epochs=3", cwd=tmp_path)
-    assert refused.returncode == 2 and "trainer.epochs=3 (the run has trainer.epochs=1)" in refused.stderr, refused.stderr[-3000:]
-    assert runs(tmp_path)[0].get_run(parent.info.run_id).info.status == "RUNNING"
-
-    # Only resume= and where the store is: everything else (data, tiles, epochs ...) comes from the run itself.
-    result = run_module("hms.train", f"resume={parent.info.run_id}", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "fold 0: finished earlier, kept" in result.stdout and "fold 1: KL" in result.stdout
-    client, _, all_runs = runs(tmp_path)
-    parent = client.get_run(parent.info.run_id)
-    assert parent.info.status == "FINISHED" and {"fold0_kl", "fold1_kl", "cv_kl"} <= set(parent.data.metrics)
-    folds = [r for r in all_runs if "hms.fold" in r.data.tags]
-    assert sorted((r.data.tags["hms.fold"], r.info.status) for r in folds) == [("0", "FINISHED"), ("1", "FAILED"), ("1", "FINISHED")]
-    resumed = next(r for r in folds if r.data.tags["hms.fold"] == "1" and r.info.status == "FINISHED")
-    assert len(client.get_metric_history(resumed.info.run_id, "loss")) == 1  # the run's trainer.epochs=1, not the default
-    assert [r.info.run_id for r in folds if r.data.tags["hms.fold"] == "0"] == [fold0.info.run_id]  # not retrained
-    oof = pd.read_parquet(client.download_artifacts(parent.info.run_id, "oof.parquet", str(tmp_path)))
-    assert sorted(oof.fold.unique()) == [0, 1]
 
 
 def free_port() -> int:

@@ -28,7 +28,7 @@ def candidate_runs(synthetic_root, tmp_path_factory):
     os.chdir(store)
     try:
         for extra in (["input.mix=both", "augmentation=hemisphere"], ["input.mix=eeg", "augmentation=flip"],
-                      ["input.mix=kaggle", "augmentation=none", "trainer.epochs=3"]):
+                      ["input.mix=kaggle", "augmentation=none"]):
             run_cv(compose(tiny(synthetic_root, store, "cv.folds=2", *extra)))
         client, experiment, all_runs = runs(store)
         first = next(r for r in all_runs if r.data.tags.get("hms.run_type") == "cv")

@@ -24,11 +24,11 @@ pytestmark = pytest.mark.slow  # trains real models or runs commands
 
 @pytest.fixture(scope="session")
 def learned_run(tmp_path_factory):
-    """A B0 trained long enough to learn with the default recipe: 300 synthetic eeg_ids of another seed than the
-    embedded default (60 test eeg_ids with an answer key), 2 folds, 8 epochs, 16x32 tiles, batch 16."""
+    """A B0 trained long enough to learn with the default recipe: 240 synthetic eeg_ids of another seed than the
+    embedded default (40 test eeg_ids with an answer key), 2 folds, 8 epochs, 16x32 tiles, batch 16."""
     store = tmp_path_factory.mktemp("learned")
     root = store / "data"
-    generate(root, SynthSpec(eegs=300, patients=60, seed=11, test_eegs=60))
+    generate(root, SynthSpec(eegs=240, patients=48, seed=11, test_eegs=40))
     cwd = os.getcwd()
     os.chdir(store)
     try:
