@@ -103,11 +103,13 @@ class SignalWindows(WindowTiles):
         scalar = np.ndim(rows) == 0
         rows = np.atleast_1d(np.arange(self.shape[0])[rows])
         out = np.empty((len(rows), *self.shape[1:]), np.float32)
-        memo = self._memo
-        todo = [k for k, r in enumerate(rows) if int(r) not in memo]
-        for k, r in enumerate(rows):
-            if int(r) in memo:
-                out[k] = memo[int(r)]
+        memo, todo = self._memo, []
+        for k, r in enumerate(rows):  # one lookup a row: kept windows are copied, the others made below
+            kept = memo.get(int(r))
+            if kept is None:
+                todo.append(k)
+            else:
+                out[k] = kept
         for start in range(0, len(todo), 16):  # a few windows at a time: memory bounded per call
             part = todo[start:start + 16]
             windows = np.zeros((len(part), EEG_WINDOW_ROWS, len(EEG_COLUMNS)), np.float32)
