@@ -383,6 +383,7 @@ def _fold_loop(client, cfg, devices, data: TrainingData, parent: Parent, on_fold
             continue
         child_id = client.create_run(parent.experiment, run_name=f"fold {fold}", tags=tracking.run_tags({
             "mlflow.parentRunId": parent.run_id, "hms.fold": str(fold), "hms.run_type": "fold"})).info.run_id
+        log.info(f"fold {fold}: training (MLflow run {child_id})")
         try:
             if fresh_model is None:
                 steps = _steps_per_epoch(cfg, data.samples)

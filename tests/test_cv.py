@@ -169,8 +169,9 @@ def test_logged_baselines_are_the_fold_prior_and_a_model_on_the_same_rows(cv_run
 def test_two_runs_at_once_on_a_fresh_store_one_killed_and_resumed_keeping_its_finished_fold(synthetic_root, tmp_path):
     """Issue 14, items 10 and 11, and resume, with real processes: two `hms.train` started together on a fresh
     SQLite store and a fresh cache folder, one a whole 2-fold run on a two-replica MirroredStrategy, the other
-    fold 1 alone. The whole run is killed (SIGKILL) the moment its fold 0 is scored; the other finishes. The
-    killed run, resumed with only resume= and its store, keeps fold 0 and trains fold 1, and finishes."""
+    fold 1 alone. The whole run is killed (SIGKILL) the moment its fold 1 starts, after fold 0 is scored; the
+    other finishes. The killed run, resumed with only resume= and its store, marks the fold it was killed in
+    FAILED, keeps fold 0, trains fold 1 again, and finishes."""
     common = tiny(synthetic_root, tmp_path, "cv.folds=2", "trainer.epochs=1", "schedule.steps=[[0,1.0e-3]]")
     whole = [*common, "trainer.strategy=mirrored", "trainer.cpu_devices=2"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -178,12 +179,13 @@ def test_two_runs_at_once_on_a_fresh_store_one_killed_and_resumed_keeping_its_fi
                                stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env)
     other = subprocess.Popen([sys.executable, "-m", "hms.train", *common, "cv.only=[1]"], cwd=tmp_path, env=env, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    # Kill it the moment fold 0 reports its score (printed after its run is marked FINISHED): polling the
-    # MLflow store instead raced the tiny fold 1 on a slow machine.
+    # Kill it the moment fold 1 says it started (printed after its child run is created, so the store holds
+    # it as RUNNING). Polling the MLflow store instead raced the tiny fold 1 on a slow machine, and killing at
+    # fold 0's score line sometimes came before fold 1's run existed.
     output = []
     for line in process.stdout:
         output.append(line)
-        if line.startswith("fold 0: KL"):
+        if line.startswith("fold 1: training"):
             break
     assert process.poll() is None, "the run ended before it was killed:\n" + "".join(output)[-3000:]
     assert "MirroredStrategy x2 on CPU" in "".join(output)
