@@ -17,7 +17,7 @@ study: {study}
 direction: minimize
 sampler: {{name: random, seed: 0}}
 pruner: {pruner}
-base: ["input.tile=[16,32]", trainer.epochs=1, cv.folds=2, "schedule.steps=[[0,1.0e-3]]", trainer.batch_size=16,
+base: [input=eeg1d, backbone=eeg1d_cnn, trainer.epochs=1, cv.folds=2, "schedule.steps=[[0,1.0e-3]]", trainer.batch_size=16,
        trainer.verbose=0, data.workers=1, tracking.system_metrics=null]
 params:
   backbone.dropout: {{type: float, low: 0.0, high: 0.5}}
@@ -57,39 +57,6 @@ def test_shipped_spaces_compose():
 
     for path in sorted((REPO / "sweeps").glob("*.yaml")):
         check_composes(load_space(path))
-
-
-@pytest.mark.slow
-def test_sweep_prunes_fold_by_fold_and_records_the_pruned_trial(synthetic_root, tmp_path):
-    storage = f"sqlite:///{tmp_path}/study.db"
-    # Every trial's first fold exceeds an upper bound of 0: each is pruned after 1 of its 2 folds.
-    pruning = write_space(tmp_path, "pruning", "tiny", "{name: threshold, upper: 0.0}")
-    first = run_module("hms.sweep", "launch", pruning, "--trials", "1", "--storage", storage,
-                       *data_overrides(synthetic_root, tmp_path), cwd=tmp_path)
-    assert first.returncode == 0, first.stderr[-3000:]
-    study = optuna.load_study(study_name="tiny", storage=storage)
-    assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED]
-    assert all(list(t.intermediate_values) == [0] for t in study.trials)
-
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    experiment = client.get_experiment_by_name("hms").experiment_id
-    cv_runs = client.search_runs([experiment], "tags.`hms.run_type` = 'cv'")
-    assert sorted(r.data.tags["hms.trial"] for r in cv_runs) == ["0"]
-    for run in cv_runs:
-        assert run.info.run_name.startswith(f"tiny-trial{run.data.tags['hms.trial']}-efficientnet_b0")  # study and trial in the name
-        assert run.data.tags["hms.sweep"] == "tiny" and run.data.tags["hms.pruned"] == "true"
-        assert run.info.status == "KILLED" and set(run.data.metrics) >= {"fold0_kl"} and "fold1_kl" not in run.data.metrics
-        folds = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
-        assert [f.data.tags["hms.fold"] for f in folds] == ["0"]
-    sweep_runs = client.search_runs([experiment], "tags.`hms.run_type` = 'sweep'")
-    assert len(sweep_runs) == 1 and sweep_runs[0].data.tags["hms.sweep"] == "tiny"
-    assert all(r.data.tags["mlflow.parentRunId"] == sweep_runs[0].info.run_id for r in cv_runs)  # shown under the sweep
-
-    table = run_module("hms.sweep", "status", "--study", "tiny", "--storage", storage, cwd=tmp_path)
-    assert table.returncode == 0 and table.stdout.count("PRUNED") == 1
-    metrics = client.get_run(study.trials[0].user_attrs["mlflow_run_id"]).data.metrics
-    row = next(line for line in table.stdout.splitlines() if line.split()[:2] == ["0", "PRUNED"])
-    assert f"{metrics['prior_kl']:.4f}" in row and f"{metrics['baseline_kl']:.4f}" in row  # its own run's baselines
 
 
 @pytest.mark.slow
@@ -138,8 +105,10 @@ def test_item06_a_killed_worker_is_relaunched_and_the_study_ends_with_exactly_n_
 
 
 @pytest.mark.slow
-def test_two_workers_share_a_study_on_postgresql(synthetic_root, tmp_path):
-    """The many-machines path: Optuna workers on one PostgreSQL study (tests/with_postgres.sh starts the server)."""
+def test_two_workers_share_a_study_on_postgresql_and_prune_fold_by_fold(synthetic_root, tmp_path):
+    """The many-machines path: Optuna workers on one PostgreSQL study (tests/with_postgres.sh starts the server).
+    Every trial's first fold exceeds the threshold pruner's upper bound of 0: each is pruned after 1 of its 2 folds,
+    and its MLflow records say so."""
     import os
 
     url = os.environ.get("HMS_TEST_POSTGRES_URL")
@@ -158,9 +127,28 @@ def test_two_workers_share_a_study_on_postgresql(synthetic_root, tmp_path):
     assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 2
     assert all(any(f"Trial {t.number} " in out for out in outputs) for t in study.trials)
     assert sum(out.count("Trial ") for out in outputs) == 2  # each trial ran in exactly one worker
+    assert all(list(t.intermediate_values) == [0] for t in study.trials)  # pruned after its first fold
+
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     experiment = client.get_experiment_by_name("hms").experiment_id
-    assert len(client.search_runs([experiment], "tags.`hms.run_type` = 'sweep'")) == 1
+    cv_runs = client.search_runs([experiment], "tags.`hms.run_type` = 'cv'")
+    assert sorted(r.data.tags["hms.trial"] for r in cv_runs) == ["0", "1"]
+    for run in cv_runs:
+        assert run.info.run_name.startswith(f"pg_duo-trial{run.data.tags['hms.trial']}-eeg1d_cnn")  # study and trial in the name
+        assert run.data.tags["hms.sweep"] == "pg_duo" and run.data.tags["hms.pruned"] == "true"
+        assert run.info.status == "KILLED" and set(run.data.metrics) >= {"fold0_kl"} and "fold1_kl" not in run.data.metrics
+        folds = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+        assert [f.data.tags["hms.fold"] for f in folds] == ["0"]
+    sweep_runs = client.search_runs([experiment], "tags.`hms.run_type` = 'sweep'")
+    assert len(sweep_runs) == 1 and sweep_runs[0].data.tags["hms.sweep"] == "pg_duo"
+    assert all(r.data.tags["mlflow.parentRunId"] == sweep_runs[0].info.run_id for r in cv_runs)  # shown under the sweep
+
+    table = run_module("hms.sweep", "status", "--study", "pg_duo", "--storage", url, cwd=tmp_path)
+    assert table.returncode == 0 and table.stdout.count("PRUNED") == 2
+    for trial in study.trials:  # each trial's row shows its own run's baselines beside its value
+        metrics = client.get_run(trial.user_attrs["mlflow_run_id"]).data.metrics
+        row = next(line for line in table.stdout.splitlines() if line.split()[:2] == [str(trial.number), "PRUNED"])
+        assert f"{metrics['prior_kl']:.4f}" in row and f"{metrics['baseline_kl']:.4f}" in row
 
 
 @pytest.mark.slow
