@@ -1,4 +1,5 @@
-"""Submissions from real runs and ensembles: Kaggle's format, scored against the synthetic answer key."""
+"""Submissions and ensembles from two real runs (a 2D and a 1D model) on one store: Kaggle's format, scored against
+the synthetic answer key; the blend functions themselves: test_blending.py."""
 
 import json
 import os
@@ -11,8 +12,9 @@ from mlflow import MlflowClient
 
 from hms.config import compose
 from hms.constants import SUBMISSION_COLUMNS, VOTE_COLUMNS
-from hms.metrics import kaggle_score
+from hms.ensembling import EnsembleError, run_ensemble
 from hms.inference import PredictError, export, load_bundle, predict
+from hms.metrics import kaggle_score, kl_divergence
 from hms.synthetic import SynthSpec, generate, read_meta
 from hms.cv import run_cv
 
@@ -206,24 +208,62 @@ def signal_run(learned_run):
         run_cv(compose(args))
     finally:
         os.chdir(cwd)
-    run = next(r for r in runs(store)[2] if r.data.tags.get("hms.run_type") == "cv" and r.data.params["input.mix"] == "eeg1d")
+    run = next(r for r in runs(store)[2] if r.data.tags.get("hms.run_type") == "cv" and r.data.params.get("input.mix") == "eeg1d")
     return run.info.run_id
 
 
-def test_a_1d_run_learns_blends_with_a_2d_run_and_the_blend_predicts_offline(learned_run, signal_run, tmp_path):
+def test_a_1d_run_learns_and_the_ensemble_command_blends_it_with_a_2d_run_records_everything_and_predicts_offline(
+        learned_run, signal_run, tmp_path):
     store, root, tiles_run = learned_run
-    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    uri = f"sqlite:///{store}/mlflow.db"
+    client = MlflowClient(uri)
     metrics = client.get_run(signal_run).data.metrics
     assert metrics["cv_kl"] <= 0.9 * metrics["prior_kl"], metrics  # the 1D model learned from the raw signal
     assert np.isfinite(metrics["baseline_kl"]) and metrics["baseline_kl"] < metrics["prior_kl"], metrics  # band-power baseline
-    uri = f"sqlite:///{store}/mlflow.db"
-    done = run_module("hms.ensemble", "--tracking-uri", uri, "--runs", tiles_run, signal_run, "--trials", "40", cwd=store)
+    done = run_module("hms.ensemble", "--tracking-uri", uri, "--runs", tiles_run, signal_run, "--trials", "40",
+                      "--register", "hms-ens", cwd=store)
     assert done.returncode == 0, done.stderr[-3000:]
-    ensemble = next(r for r in runs(store)[2] if r.data.tags.get("hms.run_type") == "ensemble")
+    ensemble = only(r for r in runs(store)[2] if r.data.tags.get("hms.run_type") == "ensemble" and r.info.run_id in done.stdout)
+    assert ensemble.info.status == "FINISHED"
+    oofs = {r: oof_of(client, r, tmp_path) for r in (tiles_run, signal_run)}
+    member_kl = {r: kl_divergence(o.filter(like="y_").to_numpy(), o.filter(like="p_").to_numpy()) for r, o in oofs.items()}
+    assert member_kl == pytest.approx({r: client.get_run(r).data.metrics["cv_kl"] for r in oofs}, abs=1e-9)
+    scores = ensemble.data.metrics
+    assert scores["cv_kl"] < min(member_kl.values()), (scores["cv_kl"], member_kl)  # the two families' errors differ
+    assert scores["best_single_kl"] == pytest.approx(min(member_kl.values()), abs=1e-6)
+    for key in ("cv_kl_hq", "cv_kl_nested", "equal_kl", "greedy_kl", "best_single_kl_nested", "equal_kl_nested", "greedy_kl_nested"):
+        assert np.isfinite(scores[key]), key
+    assert scores["greedy_kl"] <= scores["best_single_kl"] + 1e-12
+    # ensemble.json, recomputed here from the members' own oof.parquet files: the logged cv_kl is that blend's KL.
     bundle = json.loads(open(client.download_artifacts(ensemble.info.run_id, "ensemble.json", str(tmp_path))).read())
+    weights = {m["run_id"]: m["weight"] for m in bundle["members"]}
+    assert bundle["blend"] == "prob" and set(weights) == set(oofs) and sum(weights.values()) == pytest.approx(1)
     assert {m["choices"]["input.mix"] for m in bundle["members"]} == {"both", "eeg1d"}  # both families kept
-    members = {r: client.get_run(r).data.metrics["cv_kl"] for r in (tiles_run, signal_run)}
-    assert ensemble.data.metrics["cv_kl"] < min(members.values()), (ensemble.data.metrics["cv_kl"], members)
+    assert ensemble.data.tags["hms.members"].split(",") == [m["run_id"] for m in bundle["members"]]
+    blended = sum(w * oofs[r].filter(like="p_").to_numpy() for r, w in weights.items())
+    blended /= blended.sum(axis=1, keepdims=True)  # float32 softmax rows sum to 1 only nearly
+    y = oofs[tiles_run].filter(like="y_").to_numpy()
+    assert scores["cv_kl"] == pytest.approx(kl_divergence(y, blended), abs=1e-9)
+    # Beside the ensemble: the members' own prior_kl and the best of their baseline_kl, from their runs.
+    members = [client.get_run(r).data.metrics for r in weights]
+    assert scores["baseline_kl"] == pytest.approx(min(m["baseline_kl"] for m in members))
+    assert scores["prior_kl"] == pytest.approx(min(m["prior_kl"] for m in members))
+    assert f"best member baseline_kl {scores['baseline_kl']:.4f}" in done.stdout
+    artifacts = {a.path for a in client.list_artifacts(ensemble.info.run_id)}
+    assert {"ensemble.json", "candidates.csv", "oof.parquet", "plots", "logs"} <= artifacts
+    log_file = client.list_artifacts(ensemble.info.run_id, "logs")[0].path
+    assert "ensemble cv_kl" in open(client.download_artifacts(ensemble.info.run_id, log_file, str(tmp_path))).read()
+    assert {a.path for a in client.list_artifacts(ensemble.info.run_id, "plots")} == {
+        "plots/weights.png", "plots/candidates_vs_ensemble.png"}
+    # --register: the ensemble's model folder is version 1 of the registered model, the same members and weights.
+    from hms.inference import FOLDER_MODEL, export_logged_models, resolve_model_uri
+
+    assert ensemble.data.tags["hms.registered"] == "models:/hms-ens/1" and "models:/hms-ens/1" in done.stdout
+    assert resolve_model_uri(client, "models:/hms-ens/1").model_type == FOLDER_MODEL
+    registered = load_bundle(export_logged_models(client, tmp_path / "registered", ["models:/hms-ens/1"]))
+    assert [(m["run_id"], m["weight"]) for m in registered["members"]] == [(m["run_id"], m["weight"]) for m in bundle["members"]]
+
+    # The blend, exported and predicted offline: a valid submission that beats the prior on the answer key.
     folder = tmp_path / "models"
     done = run_module("hms.predict", "export", "--ensemble", ensemble.info.run_id, "--to", folder, *data_overrides(root, store))
     assert done.returncode == 0, done.stderr[-3000:]
@@ -232,3 +272,73 @@ def test_a_1d_run_learns_blends_with_a_2d_run_and_the_blend_predicts_offline(lea
     done = run_module("hms.predict", "--models", folder, *offline, "--out", out)
     assert done.returncode == 0, done.stderr[-3000:]
     valid_submission_beating_the_prior(out, root)
+
+
+def only(items):
+    items = list(items)
+    assert len(items) == 1, items
+    return items[0]
+
+
+def oof_of(client, run_id, folder):
+    return pd.read_parquet(client.download_artifacts(run_id, "oof.parquet", str(folder))).sort_values("eeg_id")
+
+
+def test_log_space_blend_is_a_normalised_geometric_mean(learned_run, signal_run, tmp_path):
+    store, _, tiles_run = learned_run
+    client, members = runs(store)[0], [tiles_run, signal_run]
+    result = run_ensemble(f"sqlite:///{store}/mlflow.db", run_ids=members, trials=30, mode="log")
+    p = np.stack([oof_of(client, r, tmp_path).filter(like="p_").to_numpy() for r in members])
+    geometric = np.exp(np.tensordot(result.weights, np.log(np.maximum(p, 1e-15)), axes=1))  # the metric's clip
+    geometric /= geometric.sum(axis=1, keepdims=True)
+    assert result.scores["cv_kl"] == pytest.approx(kl_divergence(result.candidates.y, geometric), abs=1e-9)
+    assert result.scores["cv_kl"] <= min(kl_divergence(result.candidates.y, q) for q in p) + 1e-6  # rows renormalised
+    assert client.get_run(result.run_id).data.params["blend"] == "log"
+
+
+def test_ensemble_submission_blends_its_members_submissions(learned_run, signal_run, run_submission, tmp_path):
+    store, root, tiles_run = learned_run
+    client, members = runs(store)[0], [tiles_run, signal_run]
+    result = run_ensemble(f"sqlite:///{store}/mlflow.db", run_ids=members, trials=20)
+    exported = load_bundle(export(client, tmp_path / "chosen", ensemble_id=result.run_id))
+    chosen = json.loads(open(client.download_artifacts(result.run_id, "ensemble.json", str(tmp_path))).read())["members"]
+    assert [(m["run_id"], m["weight"]) for m in exported["members"]] == [(m["run_id"], m["weight"]) for m in chosen]
+    # A folder blending both members (weights edited by hand, as a user may), against each member alone: the 2D
+    # run's own submission (hms.predict --run) and the 1D run's from its exported folder.
+    folder, weights = tmp_path / "all", [0.7, 0.3]
+    for run_id in members:
+        export(client, folder, run_id=run_id)
+    (folder / "ensemble.json").write_text(json.dumps({"format": 1, "blend": "prob", "members": [
+        {"run_id": r, "weight": w} for r, w in zip(members, weights)]}))
+    cfg = compose(data_overrides(root, store))
+    blended = predict(load_bundle(folder), cfg)
+    alone = [pd.read_csv(run_submission), predict(load_bundle(export(client, tmp_path / "1d", run_id=signal_run)), cfg)]
+    expected = sum(w * a[list(VOTE_COLUMNS)].to_numpy() for w, a in zip(weights, alone))
+    assert blended.eeg_id.tolist() == alone[0].eeg_id.tolist() == alone[1].eeg_id.tolist() \
+        == pd.read_csv(root / "test.csv").eeg_id.tolist()
+    assert np.allclose(blended[list(VOTE_COLUMNS)].to_numpy(), expected, atol=1e-9)
+
+
+def test_a_mismatched_run_is_rejected_by_name(learned_run, signal_run):
+    """Last in this file: it adds a finished CV run over other rows and 3 folds to the shared store (recorded as
+    such a run would be: tags, cv.folds param, an oof.parquet of its own)."""
+    from hms import tracking
+
+    store, _, tiles_run = learned_run
+    uri = f"sqlite:///{store}/mlflow.db"
+    client, experiment, _ = runs(store)
+    oof = oof_of(client, tiles_run, store).reset_index(drop=True)
+    oof = oof.iloc[: 2 * len(oof) // 3].assign(fold=lambda f: np.arange(len(f)) % 3)  # other rows, other folds
+    other = client.create_run(experiment.experiment_id, run_name="three-folds", tags={"hms.run_type": "cv"}).info.run_id
+    client.log_param(other, "cv.folds", "3")
+    tracking.log_frame(client, other, oof, "oof.parquet")
+    client.set_terminated(other, "FINISHED")
+    # Every finished CV run of the experiment: the 3-fold run covers other rows and folds.
+    done = run_module("hms.ensemble", "--tracking-uri", uri, "--trials", "5", cwd=store)
+    assert done.returncode == 2
+    assert other in done.stderr and "does not match" in done.stderr and "eeg_ids" in done.stderr
+    with pytest.raises(EnsembleError, match=other):
+        run_ensemble(uri, run_ids=[signal_run, other], trials=5)
+    fold_run = next(r for r in runs(store)[2] if r.data.tags.get("hms.run_type") == "fold")
+    with pytest.raises(EnsembleError, match=f"{fold_run.info.run_id}.*not a finished CV run"):
+        run_ensemble(uri, run_ids=[tiles_run, fold_run.info.run_id], trials=5)
