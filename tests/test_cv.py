@@ -168,10 +168,10 @@ def test_logged_baselines_are_the_fold_prior_and_a_model_on_the_same_rows(cv_run
 
 def test_two_runs_at_once_on_a_fresh_store_one_killed_and_resumed_keeping_its_finished_fold(synthetic_root, tmp_path):
     """Issue 14, items 10 and 11, and resume, with real processes: two `hms.train` started together on a fresh
-    SQLite store and a fresh cache folder, one a whole 2-fold run (a raw-EEG 1D CNN) on a two-replica MirroredStrategy, the other
-    fold 1 alone. The whole run is killed (SIGKILL) the moment its fold 1 starts, after fold 0 is scored; the
-    other finishes. The killed run, resumed with only resume= and its store, marks the fold it was killed in
-    FAILED, keeps fold 0, trains fold 1 again, and finishes."""
+    SQLite store and a fresh cache folder, one a whole 2-fold run (a raw-EEG 1D CNN) on a two-replica
+    MirroredStrategy, the other fold 1 alone. The whole run is killed (SIGKILL) the moment its fold 1 starts,
+    after fold 0 is scored; the other finishes. The killed run, resumed with only resume= and its store, marks
+    the fold it was killed in FAILED, keeps fold 0, trains fold 1 again, and finishes."""
     # The 1D CNN: about 20 s a run as a process against 50 s for B0 (the backbone families under a 2-replica
     # strategy: tests/models/test_signal_models.py).
     common = [a for a in tiny(synthetic_root, tmp_path, "cv.folds=2", "trainer.epochs=1", "schedule.steps=[[0,1.0e-3]]",
