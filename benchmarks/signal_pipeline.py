@@ -40,7 +40,6 @@ def main():
 
     from hms.augment import build_signal_augmentation
     from hms.batches import TileBatches
-    from hms.constants import EEG_RATE
     from hms.dataset import load_train
     from hms.features.cache import FeatureOptions
     from hms.features.files import build_window_caches
@@ -63,7 +62,7 @@ def main():
         rows = np.random.default_rng(0).choice(len(items), n, replace=False)
         chunks = [np.sort(rows[i:i + args.batch]) for i in range(0, n, args.batch)]
         cached = signals.features
-        cold = type(cached)(cached.files, cached.file_ids, cached.first / EEG_RATE, cached.options, memo_bytes=0)
+        cold = cached.with_memo(0)
         cold[chunks[0]]  # warm-up: first reads
         for threads in (1, 2):  # every window made from the files (as in a first epoch)
             start = time.perf_counter()

@@ -52,9 +52,7 @@ def fold_model(cfg, kinds: int, weights_path):
 
 
 def view_predictions(model, x: np.ndarray) -> np.ndarray:
-    """(4, 6): the model's probabilities on each view of one item's tiles; for a stack of items (n, H, W, C),
-    (n, 4, 6) from one call of the model (inference mode: no item's result depends on the others)."""
-    if x.ndim == 3:
-        return np.asarray(model(all_views(x), training=False), np.float64)
+    """(n, 4, 6): the model's probabilities on each view of each item's tiles (x: (n, H, W, C)), from one call of
+    the model (inference mode: no item's result depends on the others)."""
     views = np.concatenate([all_views(item) for item in x])
     return np.asarray(model(views, training=False), np.float64).reshape(len(x), 4, -1)

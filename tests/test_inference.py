@@ -77,6 +77,16 @@ def valid_submission_beating_the_prior(path, root) -> pd.DataFrame:
     return submission
 
 
+def only(items):
+    items = list(items)
+    assert len(items) == 1, items
+    return items[0]
+
+
+def oof_of(client, run_id, folder):
+    return pd.read_parquet(client.download_artifacts(run_id, "oof.parquet", str(folder))).sort_values("eeg_id")
+
+
 def test_submission_of_a_run_has_kaggle_format_and_beats_the_prior(learned_run, run_submission, tmp_path):
     store, root, run_id = learned_run
     submission = valid_submission_beating_the_prior(run_submission, root)
@@ -272,16 +282,6 @@ def test_a_1d_run_learns_and_the_ensemble_command_blends_it_with_a_2d_run_record
     done = run_module("hms.predict", "--models", folder, *offline, "--out", out)
     assert done.returncode == 0, done.stderr[-3000:]
     valid_submission_beating_the_prior(out, root)
-
-
-def only(items):
-    items = list(items)
-    assert len(items) == 1, items
-    return items[0]
-
-
-def oof_of(client, run_id, folder):
-    return pd.read_parquet(client.download_artifacts(run_id, "oof.parquet", str(folder))).sort_values("eeg_id")
 
 
 def test_log_space_blend_is_a_normalised_geometric_mean(learned_run, signal_run, tmp_path):

@@ -15,6 +15,7 @@ path); a zero-phase Butterworth band-pass (`scipy.signal.sosfiltfilt`, order 4, 
 
 from __future__ import annotations
 
+import copy
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -94,10 +95,18 @@ class SignalWindows(WindowTiles):
         self.options = options
         self.shape = (len(self.file_ids), options.samples, len(PAIRS))
         self.ndim = 3
-        item = options.samples * len(PAIRS) * 4
+        self._start_memo(self.MEMO_BYTES if memo_bytes is None else memo_bytes)
+
+    def _start_memo(self, memo_bytes: int) -> None:
         self._memo: dict[int, np.ndarray] = {}
-        self._memo_room = (self.MEMO_BYTES if memo_bytes is None else memo_bytes) // item
+        self._memo_room = memo_bytes // (self.options.samples * len(PAIRS) * 4)
         self._lock = threading.Lock()
+
+    def with_memo(self, memo_bytes: int) -> "SignalWindows":
+        """The same windows, with an empty memo of `memo_bytes` of its own (0: every read makes its windows)."""
+        other = copy.copy(self)
+        other._start_memo(memo_bytes)
+        return other
 
     def __getitem__(self, rows):
         scalar = np.ndim(rows) == 0

@@ -57,7 +57,7 @@ def test_pairs_band_pass_downsampling_clip_and_scale():
         SignalOptions(rate=20, high=20.0)
 
 
-def test_signals_from_the_per_file_cache_are_those_of_the_parquet_window(synthetic_root, tmp_path):
+def test_signals_from_the_per_file_cache_are_those_of_the_parquet_window(synthetic_root, tmp_path, monkeypatch):
     samples, labelled = load_train(synthetic_root)
     items = train_items(samples, labelled, "random")
     items = items[items.eeg_id.isin(samples.eeg_id.iloc[:3])].reset_index(drop=True)
@@ -76,12 +76,12 @@ def test_signals_from_the_per_file_cache_are_those_of_the_parquet_window(synthet
     # Read again: served from memory (no file read), the same values; the memo holds at most its budget.
     reads = []
     read = signals.files.read
-    signals.files.read = lambda *a: reads.append(a) or read(*a)
+    monkeypatch.setattr(signals.files, "read", lambda *a: reads.append(a) or read(*a))
     np.testing.assert_array_equal(signals[rows], got)
     assert reads == []
     item_bytes = 2500 * 16 * 4
     for budget, kept in ((0, 0), (2 * item_bytes, 2)):
-        fresh = type(signals)(signals.files, signals.file_ids, signals.first / RATE, signals.options, memo_bytes=budget)
+        fresh = signals.with_memo(budget)
         reads.clear()
         np.testing.assert_array_equal(fresh[rows], got)
         np.testing.assert_array_equal(fresh[rows], got)
