@@ -23,20 +23,58 @@ def swap_pairs(signal: np.ndarray) -> np.ndarray:
     return signal[..., _SWAP_PAIRS]
 
 
-def tta_views(cfg, ndim: int = 4) -> list:
-    """Test-time views of a (batch, H, W, 4k) array of tiles (ndim 4) or a (batch, samples, 16) array of signals
-    (ndim 3): the identity, plus (augmentation.tta) every combination of the label-preserving flips training used
-    (time flip, hemisphere swap); predictions are averaged over them."""
+_SWAPS = {"tiles": swap_hemispheres, "signal": swap_pairs}  # by layout: (..., W, 4k) tiles or (..., T, 16) pairs
+
+
+def _time_flip(x: np.ndarray) -> np.ndarray:
+    return x[..., ::-1, :]  # tiles (..., H, W, C) and signals (..., T, 16) both keep time second to last
+
+
+def _each(transforms):
+    """One transform per input array (a representation with several inputs), or the transform itself for one."""
+    if len(transforms) == 1:
+        return transforms[0]
+    return lambda x: tuple(transform(part) for transform, part in zip(transforms, x))
+
+
+def flip_views(cfg, layouts=("tiles",)) -> list:
+    """Test-time views of a batch whose inputs have `layouts` ("tiles": (batch, H, W, 4k); "signal": (batch, T, 16)):
+    the identity, plus (augmentation.tta) every combination of the label-preserving flips training used (time flip,
+    hemisphere swap), applied to every input alike; predictions are averaged over them."""
     flips = []
     if cfg.get("tta", False):
         if cfg.time_flip > 0:
-            flips.append((lambda x: x[:, :, ::-1, :]) if ndim == 4 else (lambda x: x[:, ::-1, :]))
+            flips.append(_each([_time_flip for _ in layouts]))
         if cfg.hemisphere > 0:
-            flips.append(swap_hemispheres if ndim == 4 else swap_pairs)
+            flips.append(_each([_SWAPS[layout] for layout in layouts]))
     views = [lambda x: x]
     for flip in flips:
         views += [lambda x, view=view, flip=flip: flip(view(x)) for view in views]
     return views
+
+
+def tta_views(cfg, ndim: int = 4) -> list:
+    """`flip_views` of one array of tiles (ndim 4: (batch, H, W, 4k)) or of raw-EEG signals (ndim 3: (batch, samples, 16))."""
+    return flip_views(cfg, ("tiles",) if ndim == 4 else ("signal",))
+
+
+class FlipAugment:
+    """The time flip and hemisphere swap of one item whose inputs have `layouts` (as `flip_views`), each drawn once
+    per item and applied to all its inputs alike; called like an albumentations pipeline (`augment(image=x)`)."""
+
+    def __init__(self, cfg, layouts, seed: int | None = None):
+        self.cfg, self.layouts = cfg, tuple(layouts)
+        self.rng = np.random.default_rng(seed)
+        self.flip = _each([_time_flip for _ in self.layouts])
+        self.swap = _each([_SWAPS[layout] for layout in self.layouts])
+
+    def __call__(self, image, **_) -> dict:
+        x = image
+        if self.cfg.time_flip > 0 and self.rng.random() < self.cfg.time_flip:
+            x = self.flip(x)
+        if self.cfg.hemisphere > 0 and self.rng.random() < self.cfg.hemisphere:
+            x = self.swap(x)
+        return {"image": x}
 
 
 def build_augmentation(cfg, seed: int | None = None):
@@ -106,15 +144,3 @@ def build_signal_augmentation(cfg, seed: int | None = None):
     batches: `TileBatches(mixup=...)`)."""
     keys = ("time_flip", "hemisphere", "time_shift", "channel_dropout", "amplitude")
     return SignalAugment(cfg, seed) if any(cfg.get(k, 0) > 0 for k in keys) else None
-
-
-def augmentation_for(cfg, mix: str, seed: int | None = None):
-    """The per-sample augmentation of a run's `augmentation` group for its input (`input.mix`)."""
-    if mix == "eeg1d":
-        return build_signal_augmentation(cfg, seed)
-    try:
-        return build_augmentation(cfg, seed)
-    except ValueError as error:
-        from .config import ConfigError
-
-        raise ConfigError(str(error)) from None

@@ -29,7 +29,14 @@ class TileBatches(keras.utils.PyDataset):
         self.view = view  # a deterministic transform of whole batches (test-time augmentation)
         self.mixup = float(mixup)
         self.rng = np.random.default_rng(seed)
-        self.shape = (*self.sources[0].shape[1:-1], sum(source.shape[-1] for source in self.sources))
+        # Sources of the same item shape but the last axis are one model input, side by side on that axis; a
+        # representation whose parts differ in shape (tiles beside raw pairs) gets one input each, as a tuple.
+        self.groups: list[list[int]] = []
+        for k, source in enumerate(self.sources):
+            same = [g for g in self.groups if self.sources[g[0]].shape[1:-1] == source.shape[1:-1]]
+            same[0].append(k) if same else self.groups.append([k])
+        self.shapes = [(*self.sources[g[0]].shape[1:-1], sum(self.sources[k].shape[-1] for k in g)) for g in self.groups]
+        self.shape = self.shapes[0]
         self._draw()
 
     def _draw(self) -> None:
@@ -52,23 +59,39 @@ class TileBatches(keras.utils.PyDataset):
             rng = np.random.default_rng([int(self.rows[picked[0]]), int(picked[0]), index])
             partner = rng.permutation(len(picked))
             weight = rng.beta(self.mixup, self.mixup, size=len(picked)).astype(np.float32)
-            x = weight.reshape(-1, *([1] * (x.ndim - 1))) * x + (1 - weight.reshape(-1, *([1] * (x.ndim - 1)))) * x[partner]
+            mix = lambda a: (weight.reshape(-1, *([1] * (a.ndim - 1))) * a  # noqa: E731
+                             + (1 - weight.reshape(-1, *([1] * (a.ndim - 1)))) * a[partner])
+            x = tuple(mix(a) for a in x) if isinstance(x, tuple) else mix(x)
             y = weight[:, None] * y + (1 - weight[:, None]) * y[partner]
-        return (x if self.view is None else np.ascontiguousarray(self.view(x))), y
+        if self.view is not None:
+            x = self.view(x)
+            x = tuple(np.ascontiguousarray(a) for a in x) if isinstance(x, tuple) else np.ascontiguousarray(x)
+        return x, y
 
-    def tiles(self, rows: np.ndarray) -> np.ndarray:
-        """Tiles of cache `rows` (augmented if configured), kinds side by side on the channel axis."""
+    def tiles(self, rows: np.ndarray):
+        """The inputs of cache `rows` (augmented if configured), kinds side by side on the channel axis: one array,
+        or a tuple of one array per input where the sources differ in shape."""
         order = np.argsort(rows)  # read the memory maps in file order
-        x = np.empty((len(rows), *self.shape), np.float32)
-        channel = 0
-        for source in self.sources:
-            width = source.shape[-1]
-            x[order, ..., channel:channel + width] = source[rows[order]]
-            channel += width
+        inputs = []
+        for group, shape in zip(self.groups, self.shapes):
+            x = np.empty((len(rows), *shape), np.float32)
+            channel = 0
+            for k in group:
+                width = self.sources[k].shape[-1]
+                x[order, ..., channel:channel + width] = self.sources[k][rows[order]]
+                channel += width
+            inputs.append(x)
+        if len(inputs) == 1:
+            x = inputs[0]
+            if self.augment is not None:
+                for i in range(len(x)):
+                    x[i] = self.augment(image=x[i])["image"]
+            return x
         if self.augment is not None:
-            for i in range(len(x)):
-                x[i] = self.augment(image=x[i])["image"]
-        return x
+            for i in range(len(rows)):
+                for x, part in zip(inputs, self.augment(image=tuple(x[i] for x in inputs))["image"]):
+                    x[i] = part
+        return tuple(inputs)
 
 
 def predict_views(model, batches: TileBatches, views) -> np.ndarray:

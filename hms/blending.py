@@ -8,6 +8,7 @@ predictions with the weights it found, read from the bundle file.
 from __future__ import annotations
 
 import time
+import contextlib
 import warnings
 from dataclasses import dataclass
 
@@ -74,8 +75,28 @@ def fit_optuna(p, y, mode="prob", trials: int = 200, max_members: int | None = N
     """Weights from an Optuna (TPE) study over run inclusion and weight; starts from the best single run and equal weights."""
     import optuna
 
+    with quiet_optuna():
+        return _fit_optuna(p, y, mode, trials, max_members, seed, warm_start, study)
+
+
+@contextlib.contextmanager
+def quiet_optuna():
+    """Optuna at WARNING and its ExperimentalWarning (multivariate TPE) hidden inside the block; both restored after."""
+    import optuna
+
+    previous = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # multivariate TPE
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(previous)
+
+
+def _fit_optuna(p, y, mode, trials, max_members, seed, warm_start, study) -> np.ndarray:
+    import optuna
+
     study = study or optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True))
     if warm_start:
         single = int(np.argmin([kl_divergence(y, q) for q in p]))

@@ -7,6 +7,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from . import schema
+from .schema import ConfigError
 
 def _shipped(folder: str) -> Path:
     """A folder the repository keeps at its top level (`conf/`, `sweeps/`) and a wheel ships inside the package
@@ -19,11 +20,7 @@ def _shipped(folder: str) -> Path:
 
 
 CONF_DIR = _shipped("conf")
-schema.register()  # the group files in conf/ start from these typed schemas
 SHIPPED_SWEEPS = _shipped("sweeps")
-
-class ConfigError(ValueError):
-    """A config key holds a value hms cannot use."""
 
 
 def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
@@ -31,6 +28,8 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import ConfigCompositionException
+
+    schema.register()  # the group files in conf/ start from these typed schemas
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         try:
@@ -69,26 +68,25 @@ def validate(cfg: DictConfig) -> None:
                 or any(not 0 <= s[0] < 1 or s[1] < 0 for s in steps)):
             raise ConfigError(f"schedule.steps={steps} must be [fraction of the run, lr] pairs sorted by fraction, "
                               "starting at 0, fractions below 1, lr >= 0 (e.g. [[0, 1e-3], [0.5, 1e-4], [0.75, 1e-5]])")
-    signal = cfg.input.mix == "eeg1d"
-    if signal != (cfg.backbone.source == "eeg1d"):
-        raise ConfigError(f"backbone={cfg.backbone.name} ({cfg.backbone.source}) does not take input.mix={cfg.input.mix}: "
-                          "the eeg1d backbones take input=eeg1d, the others take tiles (input=both, kaggle or eeg)")
-    if signal:
-        from .features.signals import SignalOptions
-
-        try:
-            SignalOptions(**cfg.input.signal)
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
-        tile_only = [k for k in ("coarse_dropout",) if cfg.augmentation.get(k, 0) > 0]
-    else:
-        tile_only = [k for k in ("time_shift", "channel_dropout", "amplitude") if cfg.augmentation.get(k, 0) > 0]
-    if tile_only:
-        raise ConfigError(f"augmentation.{tile_only[0]}={cfg.augmentation[tile_only[0]]} does not apply to input.mix={cfg.input.mix} "
-                          "(time_shift, channel_dropout and amplitude are for raw-EEG signals; coarse_dropout for tiles)")
+    check_representation(cfg)
     weights = cfg.backbone.weights
     if weights not in (None, "imagenet") and not Path(weights).is_file():
         raise ConfigError(f"backbone.weights={weights!r}: no such file (use null, imagenet, or a local weights file)")
+
+
+def check_representation(cfg: DictConfig) -> None:
+    """The run's representation is registered, takes the chosen backbone, its own `input` keys and augmentations."""
+    from .representations import FAMILIES, family_of, list_representations, representation_class
+
+    representation = representation_class(cfg.input.mix)(cfg)
+    family = family_of(cfg.backbone.source)
+    if family != representation.family:
+        takes = ", ".join(list_representations(family)) if family else "none registered"
+        raise ConfigError(f"backbone={cfg.backbone.name} ({cfg.backbone.source}) does not take input.mix={cfg.input.mix}: "
+                          f"{representation.name} is for {representation.family} backbones (sources "
+                          f"{', '.join(FAMILIES[representation.family])}); {cfg.backbone.name} takes {takes}")
+    representation.check()
+    representation.check_augmentation()
 
 
 def planned_folds(cfg: DictConfig) -> list[int]:

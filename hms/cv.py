@@ -82,15 +82,15 @@ class FreshModel:
     state, so that folds after the first skip building the model and tracing its training graph, and a
     fold trains the same whether or not other folds ran before it in the process (a resumed run, `cv.only`)."""
 
-    def __init__(self, cfg, devices, kinds: int, steps_per_epoch: int):
+    def __init__(self, cfg, devices, steps_per_epoch: int):
         import keras
 
-        from .models import model_for
+        from .representations import model_for
         from .schedule import lr_at
 
         keras.utils.set_random_seed(cfg.seed)  # once: it also clears TensorFlow's kernel cache (see `seed_fold`)
         with devices.strategy.scope():
-            self.model = model_for(cfg, kinds, cfg.backbone.weights, steps_per_epoch=steps_per_epoch)
+            self.model = model_for(cfg, weights=cfg.backbone.weights, steps_per_epoch=steps_per_epoch)
             _compile(self.model, lr_at(cfg.schedule, 0, cfg.trainer.epochs * steps_per_epoch))
             self.model.optimizer.build(self.model.trainable_variables)
         # `variables`: the weights and the layers' random seed states (dropout, stochastic depth).
@@ -144,8 +144,8 @@ def progress_verbosity(setting, stream=None) -> int:
 
 def train_fold(cfg, devices, data: TrainingData, fold: int, fresh_model: FreshModel, client, run_id: str, history: dict):
     """Train one fold (and its optional second stage); returns the model and its validation predictions."""
-    from .augment import augmentation_for, tta_views
     from .batches import TileBatches, predict_views
+    from .representations import representation_for
     from .schedule import step_callback
 
     RecordEpoch = _record_epoch_class()
@@ -153,7 +153,8 @@ def train_fold(cfg, devices, data: TrainingData, fold: int, fresh_model: FreshMo
     train_idx = np.flatnonzero(data.samples.fold.to_numpy() != fold)
     val_idx = np.flatnonzero(data.samples.fold.to_numpy() == fold)
     common = dict(batch_size=cfg.trainer.batch_size, workers=cfg.trainer.workers)
-    augment = augmentation_for(cfg.augmentation, cfg.input.mix, seed=cfg.seed + fold)
+    representation = representation_for(cfg)
+    augment = representation.augmentation(seed=cfg.seed + fold)
     mixup = cfg.augmentation.get("mixup", 0.0)
     train = TileBatches(data.sources, [data.window_rows[i] for i in train_idx], y[train_idx], augment=augment,
                         shuffle=True, seed=cfg.seed + fold, mixup=mixup, **common)
@@ -182,7 +183,7 @@ def train_fold(cfg, devices, data: TrainingData, fold: int, fresh_model: FreshMo
         # Batches 4x the training batch: the same average, a quarter of the (eager, per-call) passes.
         recalibrate_batch_norm(model, TileBatches(data.sources, data.fixed_rows[train_idx], y[train_idx],
                                                   batch_size=4 * cfg.trainer.batch_size, workers=cfg.trainer.workers))
-    predictions = predict_views(model, val, tta_views(cfg.augmentation, ndim=1 + len(val.shape)))
+    predictions = predict_views(model, val, representation.views())
     return model, val_idx, predictions, val
 
 
@@ -259,13 +260,10 @@ def open_parent(client, cfg: DictConfig, tags: dict | None = None) -> Parent:
     if "hms.sweep" in tags:  # a sweep's trial: its study and number first, as the sweep's runs table lists them
         name = f"{tags['hms.sweep']}-trial{tags.get('hms.trial', '?')}-{name}"
     parent = client.create_run(experiment, run_name=name, tags=tracking.run_tags({"hms.run_type": "cv", **tags}))
-    try:
+    with tracking.failing(client, parent.info.run_id):
         shown = tracking.redacted(cfg)
         tracking.log_params(client, parent.info.run_id, tracking.flat_params(shown))
         client.log_text(parent.info.run_id, OmegaConf.to_yaml(shown, resolve=True), "config.yaml")
-    except BaseException as error:
-        tracking.fail_run(client, parent.info.run_id, error)
-        raise
     return Parent(parent.info.run_id, experiment, cfg)
 
 
@@ -312,9 +310,22 @@ def log_fold_model(client, parent: Parent, child_id: str, fold: int, folder: Pat
         tags={"hms.fold": str(fold), "hms.cv_run": parent.run_id}, model_type="hms-fold")
 
 
-def finish_parent(client, parent_id: str, parts, baselines: RunBaselines, histories, example, stopped: bool):
+@dataclass
+class FoldResults:
+    """What the fold loop hands `finish_parent`: each finished fold's OOF rows, the run's baselines, the per-fold
+    learning curves, one input as the backbone sees it (or None), and whether a pruner stopped the run early."""
+
+    parts: list
+    baselines: RunBaselines
+    histories: dict
+    picture: np.ndarray | None
+    stopped: bool
+
+
+def finish_parent(client, parent_id: str, folds: FoldResults):
     """Scores over the finished folds beside the baselines, oof.parquet, plots and tags; ends the run.
     Returns (scores, oof frame, learned)."""
+    parts, baselines, stopped = folds.parts, folds.baselines, folds.stopped
     oof = pd.concat(parts, ignore_index=True).sort_values("eeg_id").reset_index(drop=True)
     scores = cv_scores(oof)
     scores.update(baselines.scores(sorted(oof.fold.unique())))
@@ -324,7 +335,7 @@ def finish_parent(client, parent_id: str, parts, baselines: RunBaselines, histor
     tracking.log_frame(client, parent_id, baselines.frame(sorted(oof.fold.unique())), "baselines.parquet")
     learned = has_learned(scores["cv_kl"], scores["prior_kl"])
     client.set_tag(parent_id, "hms.learned", str(learned).lower())
-    _log_plots(client, parent_id, histories, oof, example)
+    _log_plots(client, parent_id, folds.histories, oof, folds.picture)
     if stopped:
         client.set_tag(parent_id, "hms.pruned", "true")
     client.set_terminated(parent_id, "KILLED" if stopped else "FINISHED")
@@ -350,32 +361,31 @@ def run_cv(cfg: DictConfig, tags: dict | None = None, on_fold=None, overrides=()
     parent_id = parent.run_id
     log.info(f"MLflow run {parent_id} (experiment {parent.experiment}) at {tracking.tracking_uri(cfg.tracking)}")
     log.info(f"training on {devices.description}")
-    try:
-        with logs.run_log(client, parent_id):
-            if not cfg.resume:
-                log_training_data(client, parent_id, cfg, data)
-            with precision_policy(devices.precision), tracking.SystemMetrics(
-                    parent_id, tracking.tracking_uri(cfg.tracking), cfg.tracking.get("system_metrics")):
-                finished = _fold_loop(client, cfg, devices, data, parent, on_fold)
-            scores, oof, learned = finish_parent(client, parent_id, *finished)
-            log.info(score_line(scores) + f"  over {len(oof)} out-of-fold rows")
-            if not learned:
-                log.warning(not_learned_warning(scores))
-    except BaseException as error:
-        tracking.fail_run(client, parent_id, error)
-        raise
-    log.info(f"view it: run `mlflow ui` in {Path.cwd()} and open {tracking.ui_address(cfg.tracking, parent.experiment, parent_id)}")
+    with tracking.failing(client, parent_id), logs.run_log(client, parent_id):
+        if not cfg.resume:
+            log_training_data(client, parent_id, cfg, data)
+        with precision_policy(devices.precision), tracking.SystemMetrics(
+                parent_id, tracking.tracking_uri(cfg.tracking), cfg.tracking.get("system_metrics")):
+            finished = _fold_loop(client, cfg, devices, data, parent, on_fold)
+        scores, oof, learned = finish_parent(client, parent_id, finished)
+        log.info(score_line(scores) + f"  over {len(oof)} out-of-fold rows")
+        if not learned:
+            log.warning(not_learned_warning(scores))
+    log.info(f"view it: run `{tracking.ui_command(cfg.tracking)}` and open "
+             f"{tracking.ui_address(cfg.tracking, parent.experiment, parent_id)}")
     return scores["cv_kl"]
 
 
-def _fold_loop(client, cfg, devices, data: TrainingData, parent: Parent, on_fold):
+def _fold_loop(client, cfg, devices, data: TrainingData, parent: Parent, on_fold) -> FoldResults:
     """Train the planned folds a parent run has not finished; returns what `finish_parent` takes.
     A fold that fails has its child run marked FAILED before the error goes on."""
     from .models import resolved_recipe
+    from .representations import representation_for
 
+    representation = representation_for(cfg)
     folds = planned_folds(cfg)
     histories, parts, example, fresh_model, stopped = {}, [], None, None, False
-    baselines = RunBaselines(data.samples, data.sources, data.fixed_rows)
+    baselines = RunBaselines(data.samples, data.sources, data.fixed_rows, features=representation.baseline_features)
     for fold in folds:
         if fold in parent.done:
             log.info(f"fold {fold}: finished earlier, kept")
@@ -384,10 +394,10 @@ def _fold_loop(client, cfg, devices, data: TrainingData, parent: Parent, on_fold
         child_id = client.create_run(parent.experiment, run_name=f"fold {fold}", tags=tracking.run_tags({
             "mlflow.parentRunId": parent.run_id, "hms.fold": str(fold), "hms.run_type": "fold"})).info.run_id
         log.info(f"fold {fold}: training (MLflow run {child_id})")
-        try:
+        with tracking.failing(client, child_id):
             if fresh_model is None:
                 steps = _steps_per_epoch(cfg, data.samples)
-                fresh_model = FreshModel(cfg, devices, len(data.sources), steps)
+                fresh_model = FreshModel(cfg, devices, steps)
                 client.set_tag(parent.run_id, "hms.dtypes", model_dtypes(fresh_model.model))
                 # What `auto` became for this run, beside the config's own params.
                 recipe = resolved_recipe(cfg.backbone, steps)
@@ -396,27 +406,16 @@ def _fold_loop(client, cfg, devices, data: TrainingData, parent: Parent, on_fold
                                                        histories.setdefault(fold, {}))
             part = oof_frame(data.samples, rows, predictions)
             scores = record_fold(client, parent, child_id, fold, part, model, baselines)
-        except BaseException as error:
-            tracking.fail_run(client, child_id, error)
-            raise
         log.info(f"fold {fold}: KL {scores['kl']:.4f}  prior_kl {scores['prior_kl']:.4f}  baseline_kl {scores['baseline_kl']:.4f}")
         parts.append(part)
         if example is None:
-            example = _montage_image(model, val)
+            example = representation.picture(model, val[0][0])
         if on_fold is not None and on_fold(fold, scores["kl"], parent.run_id):
             stopped = fold != folds[-1]
             if stopped:
                 log.info(f"stopped after fold {fold} (pruned)")
                 break
-    return parts, baselines, histories, example, stopped
-
-
-def _montage_image(model, val) -> np.ndarray | None:
-    """One validation input as the backbone sees it (tile models); None for raw-EEG models."""
-    if "montage" not in {layer.name for layer in model.layers}:
-        return None
-    x, _ = val[0]
-    return np.asarray(model.get_layer("montage")(x[:1]))[0]
+    return FoldResults(parts, baselines, histories, example, stopped)
 
 
 def _log_plots(client, run_id, histories, oof, example) -> None:
@@ -429,7 +428,4 @@ def _log_plots(client, run_id, histories, oof, example) -> None:
         figures["learning_curves.png"] = plots.learning_curves(histories)
     if example is not None:
         figures["input_montage.png"] = plots.montage(example, "one validation input as the backbone sees it")
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, figure in figures.items():
-            plots.save(figure, Path(tmp) / name)
-            client.log_artifact(run_id, str(Path(tmp) / name), "plots")
+    tracking.log_figures(client, run_id, figures)

@@ -14,12 +14,15 @@ import argparse
 import os
 import sys
 
+from . import logs
+from .config import compose
 from .blending import BLENDS
 from .ensembling import EnsembleError, run_ensemble
 
 
 def main(argv=None) -> int:
     """The `python -m hms.ensemble` command line."""
+    logs.install()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per small artifact is noise here
     parser = argparse.ArgumentParser(prog="python -m hms.ensemble", description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", default="hms", help="MLflow experiment holding the candidate runs")
@@ -29,12 +32,13 @@ def main(argv=None) -> int:
     parser.add_argument("--max-members", type=int, default=None)
     parser.add_argument("--blend", choices=BLENDS, default="prob", help="prob: weighted mean; log: weighted geometric mean")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: MLFLOW_TRACKING_URI, else the config's paths.tracking: sqlite:///./mlflow.db)")
     parser.add_argument("--register", default=None, metavar="NAME",
                         help="register the ensemble's model folder in MLflow's model registry under NAME (a new version)")
     args = parser.parse_args(argv)
     try:
-        run_ensemble(args.tracking_uri, args.experiment, args.runs, args.filter, args.trials, args.max_members, args.blend, args.seed,
+        uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or compose().tracking.store
+        run_ensemble(uri, args.experiment, args.runs, args.filter, args.trials, args.max_members, args.blend, args.seed,
                      register=args.register)
     except EnsembleError as error:
         print(f"ensemble error: {error}", file=sys.stderr)

@@ -26,7 +26,7 @@ from .blending import BLENDS, BUNDLE_FILE, blend
 from .config import planned_folds
 from .constants import SUBMISSION_COLUMNS, VOTE_COLUMNS
 from .dataset import load_test
-from .inputs import bad_rows, build_features, data_root, feature_kinds
+from .inputs import bad_rows, build_features, data_root
 
 log = logs.get(__name__)
 FOLDER_MODEL = "hms-model-folder"  # model_type of a logged model that is a whole model folder (a registered ensemble)
@@ -225,29 +225,29 @@ def load_bundle(folder) -> dict:
 
 def member_predictions(member, data_cfg: DictConfig, root, test: pd.DataFrame, batch_size: int = 64) -> np.ndarray:
     """One member's test predictions: its fold models' probabilities averaged, (len(test), 6)."""
-    from .augment import tta_views
     from .batches import TileBatches, predict_views
     from .devices import precision_policy
-    from .models import model_for
+    from .representations import model_for, representation_for
 
     cfg = member["config"].copy()
     cfg.data = data_cfg
+    representation = representation_for(cfg)
     caches = build_features(cfg, root, "test", test)
     bad = bad_rows(caches.values(), len(test))
-    sources = [caches[k].features for k in feature_kinds(cfg.input.mix)]
+    sources = [cache.features for cache in caches.values()]
     rows = np.flatnonzero(~bad)
     batches = TileBatches(sources, rows, np.zeros((len(rows), len(VOTE_COLUMNS)), np.float32), batch_size)
     out = np.full((len(test), len(VOTE_COLUMNS)), np.nan)
     folds = []
     with precision_policy("float32"):  # predictions in float32, whatever the members trained in
-        model = model_for(cfg, len(sources))  # its fold weights are loaded below
+        model = model_for(cfg)  # its fold weights are loaded below
         for path in member["models"]:
             try:
                 model.load_weights(path)
             except Exception as error:  # noqa: BLE001 - a damaged or mismatched file is named
-                raise PredictError(f"{path}: cannot load into {cfg.backbone.name} on {cfg.input.mix} tiles "
+                raise PredictError(f"{path}: cannot load into {cfg.backbone.name} on input.mix={cfg.input.mix}, tiles "
                                    f"{list(cfg.input.tile)} ({type(error).__name__}: {error})") from None
-            folds.append(predict_views(model, batches, tta_views(cfg.augmentation, ndim=1 + len(batches.shape))))
+            folds.append(predict_views(model, batches, representation.views()))
     out[rows] = np.mean(folds, axis=0)
     return out
 

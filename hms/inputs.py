@@ -14,9 +14,11 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from . import logs
-from .config import ConfigError
+from .schema import ConfigError
 from .dataset import assign_folds, load_train
 from .features.cache import SOURCES, FeatureOptions, build_caches
+from .features.files import build_window_caches
+from .representations import representation_class, representation_for
 
 log = logs.get(__name__)
 
@@ -31,8 +33,10 @@ def data_root(cfg: DictConfig):
 
 
 def feature_kinds(mix: str) -> tuple[str, ...]:
-    """The feature kinds an `input.mix` needs, in montage order (Kaggle tiles first); eeg1d: raw-EEG signals."""
-    return {"both": ("kaggle", "eeg"), "kaggle": ("kaggle",), "eeg": ("eeg",), "eeg1d": ("eeg1d",)}[mix]
+    """The names of the parts the representation `mix` reads with the default config's other groups, in input order."""
+    from .config import compose
+
+    return tuple(part.name for part in representation_class(mix)(compose()).parts())
 
 
 def train_items(samples: pd.DataFrame, windows: pd.DataFrame, sampling: str) -> pd.DataFrame:
@@ -47,29 +51,19 @@ def train_items(samples: pd.DataFrame, windows: pd.DataFrame, sampling: str) -> 
 def feature_options(cfg: DictConfig, progress: bool = True) -> FeatureOptions:
     """The cache settings of a config's `data` and `input` groups."""
     return FeatureOptions(tile=tuple(cfg.input.tile), cache_dir=cfg.data.cache_dir, workers=cfg.data.workers,
-                          bad_files=cfg.data.bad_files, precomputed=cfg.data.eeg_spectrograms, progress=progress,
-                          signal=signal_options(cfg))
-
-
-def signal_options(cfg: DictConfig):
-    """`input.signal` as SignalOptions (input=eeg1d), None for tile inputs; a bad value is a ConfigError naming it."""
-    if cfg.input.mix != "eeg1d":
-        return None
-    from .features.signals import SignalOptions
-
-    try:
-        return SignalOptions(**cfg.input.signal)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
+                          bad_files=cfg.data.bad_files, precomputed=cfg.data.eeg_spectrograms, progress=progress)
 
 
 def cache_mode(cfg: DictConfig, root, split: str, items: pd.DataFrame) -> str:
-    """`data.cache` resolved: with `auto`, the per-file cache where every window's finished tiles would take
-    more than half the bytes of the data files they come from (random windows at full tile size), else tiles."""
+    """`data.cache` resolved for the tile parts of the run's representation: with `auto`, the per-file cache where
+    every window's finished tiles would take more than half the bytes of the data files they come from (random
+    windows at full tile size), else tiles. Parts that are not tiles are always made from the per-file cache."""
     mode = cfg.data.get("cache", "auto")
-    if cfg.input.mix == "eeg1d":  # signals are made per batch from the stored EEG files; there is no tile form
+    parts = representation_for(cfg).parts()
+    tiles = [part for part in parts if part.tile]
+    if not tiles:  # made per batch from the stored files; there is no tile form
         if mode == "tiles":
-            raise ConfigError("input=eeg1d reads raw-EEG windows from the per-file cache: data.cache=tiles does not "
+            raise ConfigError(f"input={cfg.input.mix} reads its windows from the per-file cache: data.cache=tiles does not "
                               "apply (use auto or files)")
         return "files"
     if mode == "files" and cfg.data.eeg_spectrograms:
@@ -79,25 +73,27 @@ def cache_mode(cfg: DictConfig, root, split: str, items: pd.DataFrame) -> str:
         return mode
     if cfg.data.eeg_spectrograms:
         return "tiles"
-    kinds = feature_kinds(cfg.input.mix)
-    tile_bytes = len(items) * int(np.prod(cfg.input.tile)) * 4 * 2 * len(kinds)  # float16, 4 channels per kind
+    tile_bytes = len(items) * int(np.prod(cfg.input.tile)) * 4 * 2 * len(tiles)  # float16, 4 channels per kind
     file_bytes = 0
-    for kind in kinds:
-        for file_id in np.unique(items[SOURCES[kind].column].to_numpy(np.int64)):
-            path = SOURCES[kind].path(root, int(file_id), split)
+    for part in tiles:
+        for file_id in np.unique(items[SOURCES[part.stored].column].to_numpy(np.int64)):
+            path = SOURCES[part.stored].path(root, int(file_id), split)
             file_bytes += path.stat().st_size if path.is_file() else 0
     return "files" if tile_bytes > file_bytes / 2 else "tiles"
 
 
 def build_features(cfg: DictConfig, root, split: str, items: pd.DataFrame, progress: bool = True) -> dict:
-    """Build or open the caches of every tile kind `cfg.input.mix` needs for `items`: finished tiles, or the
-    per-file cache read as tiles (`data.cache`); both index like arrays of tiles."""
+    """Build or open the caches of every part the run's representation reads, by part name, in its order: finished
+    tiles in the tile cache, or arrays made per batch from the per-file cache (`data.cache`); all index like arrays."""
     options = feature_options(cfg, progress)
-    if cache_mode(cfg, root, split, items) == "files":
-        from .features.files import build_window_caches
-
-        return build_window_caches(root, split, feature_kinds(cfg.input.mix), items, options)
-    return build_caches(root, split, feature_kinds(cfg.input.mix), items, options)
+    parts = representation_for(cfg).parts()
+    tiles_mode = cache_mode(cfg, root, split, items) == "tiles"
+    finished = [part.name for part in parts if part.tile and tiles_mode]
+    made = [part for part in parts if not (part.tile and tiles_mode)]
+    caches = build_caches(root, split, finished, items, options) if finished else {}
+    if made:
+        caches.update(build_window_caches(root, split, made, items, options))
+    return {part.name: caches[part.name] for part in parts}
 
 
 def bad_rows(caches, count: int) -> np.ndarray:
@@ -147,5 +143,5 @@ def load_training_data(cfg: DictConfig) -> TrainingData:
     digest = hashlib.sha256(" ".join(sorted(c.path.name for c in caches.values())).encode())
     digest.update(np.ascontiguousarray(items[["eeg_offset", "spec_offset"]].to_numpy(np.float64)).tobytes())  # windows
     digest = digest.hexdigest()[:16]
-    return TrainingData(samples, [caches[k].features for k in feature_kinds(cfg.input.mix)], fixed_rows, window_rows,
+    return TrainingData(samples, [cache.features for cache in caches.values()], fixed_rows, window_rows,
                         items.eeg_id.to_numpy(np.int64), str(Path(root).resolve()), digest)

@@ -44,7 +44,9 @@ class _Console(logging.StreamHandler):
         super().emit(record)
 
 
-def _install() -> logging.Logger:
+def install() -> logging.Logger:
+    """Put the console handler on the `hms` logger (idempotent): each command calls it where it starts; a program
+    that uses hms as a library configures logging its own way (or calls this)."""
     logger = logging.getLogger(ROOT)
     if not any(isinstance(h, _Console) for h in logger.handlers):
         logger.addHandler(_Console())
@@ -52,8 +54,6 @@ def _install() -> logging.Logger:
         logger.propagate = False  # a root handler (Hydra's, a notebook's) would print each line twice
     return logger
 
-
-_install()
 
 
 def get(name: str) -> logging.Logger:

@@ -44,10 +44,12 @@ def cv_scores(oof: pd.DataFrame) -> dict[str, float]:
 
 class RunBaselines:
     """A run's baselines (hms.baselines), fitted fold by fold on the network's own folds and rows:
-    `samples` (with their fold) and the cache rows (`fixed_rows` of `sources`) the network validates on."""
+    `samples` (with their fold) and the cache rows (`fixed_rows` of `sources`) the network validates on;
+    `features(sources, rows)`: what the feature model fits on (the representation's `baseline_features`)."""
 
-    def __init__(self, samples: pd.DataFrame, sources, fixed_rows: np.ndarray):
+    def __init__(self, samples: pd.DataFrame, sources, fixed_rows: np.ndarray, features=pooled_features):
         self.samples, self.sources, self.fixed_rows = samples, sources, fixed_rows
+        self.pool = features
         self._features = None
         self._frames: dict[int, dict[str, pd.DataFrame]] = {}
 
@@ -55,7 +57,7 @@ class RunBaselines:
         """{"prior": frame, "baseline": frame}: OOF-format predictions of each baseline for `fold`'s rows."""
         if fold not in self._frames:
             if self._features is None:  # pooled once per run, from the same cache rows the network validates on
-                self._features = pooled_features(self.sources, self.fixed_rows)
+                self._features = self.pool(self.sources, self.fixed_rows)
             folds = self.samples.fold.to_numpy()
             predictions = fold_baselines(self._features, targets(self.samples), folds, fold)
             rows = np.flatnonzero(folds == fold)

@@ -22,6 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from . import logs
 from .config import ConfigError, compose, validate
 from .dataset import DataError
 from .inference import PredictError, export, export_logged_models, load_bundle, predict
@@ -30,6 +31,7 @@ from .tracking import client_for
 
 def main(argv=None) -> int:
     """The `python -m hms.predict` command line."""
+    logs.install()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per small artifact is noise here
     argv = list(sys.argv[1:] if argv is None else argv)
     exporting = bool(argv) and argv[0] == "export"

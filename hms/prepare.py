@@ -12,8 +12,17 @@ from .dataset import load_test, load_train
 from .inputs import build_features, data_root, train_items
 
 
+def main() -> None:
+    """The command's entry point (`python -m`, the console script): logging and the config schemas, then Hydra."""
+    from . import logs, schema
+
+    logs.install()
+    schema.register()
+    return _main()
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def _main(cfg: DictConfig) -> None:
     """Build the train (and, where test.csv exists, test) feature caches of the composed config."""
     validate(cfg)
     root = data_root(cfg)

@@ -9,10 +9,16 @@ to a composed config, naming the key, the value and what is allowed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+
+from .features.signals import SignalOptions
+
+
+class ConfigError(ValueError):
+    """A config key holds a value hms cannot use."""
 
 
 def _at_least(low, what=""):
@@ -82,7 +88,7 @@ class DataSchema:
     sampling: str = field(default="fixed", metadata=_one_of("fixed", "random"))
     eeg_spectrograms: Optional[str] = None
     bad_files: str = field(default="fail", metadata=_one_of("fail", "skip"))
-    cache_dir: str = "data/cache"
+    cache_dir: str = MISSING  # conf/data: ${paths.cache}
     cache: str = field(default="auto", metadata=_one_of("auto", "tiles", "files"))
     workers: Optional[int] = field(default=None, metadata=_at_least(1, "processes"))
 
@@ -94,20 +100,33 @@ class SyntheticDataSchema(DataSchema):
     synth_seed: int = 0
 
 
+_SIGNAL = SignalOptions()  # the signal defaults are SignalOptions' own (hms.features.signals)
+
+
 @dataclass
 class SignalSchema:
-    rate: int = field(default=50, metadata=_at_least(1, "samples per second"))
-    low: float = field(default=0.5, metadata={"low": 0.0, "low_open": True, "what": "Hz"})
-    high: float = field(default=20.0, metadata={"low": 0.0, "low_open": True, "what": "Hz"})
-    clip: float = field(default=1024.0, metadata={"low": 0.0, "low_open": True, "what": "microvolts"})
-    scale: float = field(default=32.0, metadata={"low": 0.0, "low_open": True})
+    rate: int = field(default=_SIGNAL.rate, metadata=_at_least(1, "samples per second"))
+    low: float = field(default=_SIGNAL.low, metadata={"low": 0.0, "low_open": True, "what": "Hz"})
+    high: float = field(default=_SIGNAL.high, metadata={"low": 0.0, "low_open": True, "what": "Hz"})
+    clip: float = field(default=_SIGNAL.clip, metadata={"low": 0.0, "low_open": True, "what": "microvolts"})
+    scale: float = field(default=_SIGNAL.scale, metadata={"low": 0.0, "low_open": True})
 
 
 @dataclass
 class InputSchema:
-    mix: str = field(default="both", metadata=_one_of("both", "kaggle", "eeg", "eeg1d"))
+    mix: str = MISSING  # a registered representation (hms.representations); checked in hms.config
     tile: List[int] = field(default_factory=lambda: [128, 256])
-    signal: SignalSchema = field(default_factory=SignalSchema)  # input=eeg1d: see hms.features.signals
+    signal: SignalSchema = field(default_factory=SignalSchema)  # raw-EEG signals (input=eeg1d, eeg_image)
+    options: Dict[str, Any] = field(default_factory=dict)  # what one representation alone takes; it checks them
+
+
+@dataclass
+class PathsSchema:
+    root: str = MISSING
+    data: str = MISSING
+    cache: str = MISSING
+    tracking: str = MISSING
+    sweeps: str = MISSING
 
 
 @dataclass
@@ -127,6 +146,7 @@ class CosineScheduleSchema:
 @dataclass
 class TrackingSchema:
     uri: Optional[str] = None
+    store: str = MISSING  # conf/tracking: ${paths.tracking}, used when uri and MLFLOW_TRACKING_URI are unset
     experiment: str = "hms"
     system_metrics: Optional[float] = field(default=10.0, metadata={"low": 0.0, "low_open": True, "what": "seconds"})
 
@@ -135,6 +155,7 @@ class TrackingSchema:
 class RootSchema:
     seed: int = 42
     resume: Optional[str] = None
+    paths: Any = MISSING
     data: Any = MISSING
     backbone: Any = MISSING
     augmentation: Any = MISSING
@@ -156,6 +177,7 @@ SCHEMAS = {
     ("schedule", "_step_schema"): StepScheduleSchema,
     ("schedule", "_cosine_schema"): CosineScheduleSchema,
     ("tracking", "_schema"): TrackingSchema,
+    ("paths", "_schema"): PathsSchema,
 }
 
 

@@ -18,7 +18,6 @@ from . import logs
 
 log = logs.get(__name__)
 
-SWEEPS_DIR = Path("sweeps")
 TYPES = ("categorical", "int", "float")
 # median and threshold see the running mean KL of the folds so far (step: folds done - 1); wilcoxon sees each
 # fold's own KL (step: the fold number) and compares it, fold by fold, with the best trial's (a paired test).
@@ -150,10 +149,10 @@ def sample(trial, space: Space) -> list[str]:
     return overrides
 
 
-def default_storage(study: str) -> str:
-    """The embedded default: a SQLite file per study under sweeps/."""
-    SWEEPS_DIR.mkdir(exist_ok=True)
-    return f"sqlite:///{SWEEPS_DIR / study}.db"
+def default_storage(study: str, folder) -> str:
+    """The embedded default: a SQLite file per study in `folder` (a config's `paths.sweeps`), created if missing."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{Path(folder) / study}.db"
 
 
 HEARTBEAT_SECONDS = 20  # a RUNNING trial whose worker sent no heartbeat for 3 x this long is failed and retried
@@ -386,7 +385,7 @@ def launch(space_path, trials: int, storage: str | None = None, study_name: str 
     space = load_space(space_path)
     check_composes(space, trailing)
     name = study_name or space.study
-    storage = storage or default_storage(name)
+    storage = storage or default_storage(name, compose([*space.base, *trailing]).paths.sweeps)
     study, client, sweep_run = prepare_study(space, storage, name, trailing, worker, heartbeat)
     for number in close_dead_runs(study, client, name):
         log.info(f"trial {number}: its worker died; its MLflow run is marked FAILED and its parameters are retried")

@@ -23,6 +23,8 @@ import os
 import subprocess
 import sys
 
+from . import logs
+from .config import compose
 from .search import (HEARTBEAT_SECONDS, SpaceError, StudyError, best, check_composes, default_storage, launch, load_space,
                      prepare_study, status)
 
@@ -33,7 +35,7 @@ def _workers(args, trailing) -> int:
     per = args.gpus_per_trial
     space = load_space(args.space)
     check_composes(space, trailing)
-    storage = args.storage or default_storage(args.study or space.study)
+    storage = args.storage or default_storage(args.study or space.study, compose([*space.base, *trailing]).paths.sweeps)
     prepare_study(space, storage, args.study or space.study, trailing)  # once, before the workers race to create them
     options = ["--trials", str(args.trials), "--storage", storage, "--heartbeat", str(args.heartbeat),
                *(["--study", args.study] if args.study else [])]
@@ -59,6 +61,7 @@ def _visible_gpus() -> list[str]:
 
 def main(argv=None) -> int:
     """The `python -m hms.sweep` command line."""
+    logs.install()
     argv = list(sys.argv[1:] if argv is None else argv)
     trailing = []
     if "--" in argv:
@@ -88,7 +91,7 @@ def main(argv=None) -> int:
                 return _workers(args, trailing)
             launch(args.space, args.trials, args.storage, args.study, trailing, args.worker, args.heartbeat)
         else:
-            storage = args.storage or default_storage(args.study)
+            storage = args.storage or default_storage(args.study, compose(trailing).paths.sweeps)
             print((status if args.command == "status" else best)(storage, args.study))
     except SpaceError as error:
         print(f"search space error: {error}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
@@ -9,13 +10,15 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-DEFAULT_URI = "sqlite:///mlflow.db"
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def tracking_uri(tracking) -> str:
-    """`tracking.uri` if set, else MLFLOW_TRACKING_URI, else the embedded SQLite store."""
-    return tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    """`tracking.uri` if set, else MLFLOW_TRACKING_URI, else `tracking.store` (a config's `paths.tracking`)."""
+    uri = tracking.get("uri") or os.environ.get("MLFLOW_TRACKING_URI") or tracking.get("store")
+    if not uri:
+        raise ValueError("no MLflow store: set tracking.uri (or MLFLOW_TRACKING_URI, or tracking.store)")
+    return uri
 
 
 def client_for(tracking):
@@ -142,6 +145,36 @@ def ui_address(tracking, experiment: str, run_id: str) -> str:
     uri = tracking_uri(tracking)
     base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
     return f"{base}/#/experiments/{experiment}/runs/{run_id}?workflowType=machine_learning"
+
+
+@contextlib.contextmanager
+def failing(client, run_id: str):
+    """Inside the block, an error (KeyboardInterrupt too) marks the run FAILED with the reason, then goes on."""
+    try:
+        yield
+    except BaseException as error:
+        fail_run(client, run_id, error)
+        raise
+
+
+def log_figures(client, run_id: str, figures: dict, folder: str = "plots") -> None:
+    """Draw each figure (`name.png` -> matplotlib figure) to a file and log it under `folder` of the run."""
+    from .plots import save
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, figure in figures.items():
+            save(figure, Path(tmp) / name)
+            client.log_artifact(run_id, str(Path(tmp) / name), folder)
+
+
+def ui_command(tracking) -> str:
+    """The `mlflow ui` command that opens the store a run used (a server URI is opened as it is)."""
+    uri = tracking_uri(tracking)
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri}"
+    database = _sqlite_file(uri)
+    shown = f"sqlite:///{database.resolve()}" if database is not None else redact(uri)
+    return f"mlflow ui --backend-store-uri {shown}"
 
 
 def fail_run(client, run_id: str, error: BaseException) -> None:

@@ -11,8 +11,17 @@ from omegaconf import DictConfig
 from .config import CONF_DIR, ConfigError, validate
 
 
+def main() -> float:
+    """The command's entry point (`python -m`, the console script): logging and the config schemas, then Hydra."""
+    from . import logs, schema
+
+    logs.install()
+    schema.register()
+    return _main()
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> float:
+def _main(cfg: DictConfig) -> float:
     """Compose, validate and run one cross-validated experiment; returns its CV KL."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported, also under `hms-train`
     from hydra.core.hydra_config import HydraConfig

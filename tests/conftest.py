@@ -6,7 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from hms import logs
+
 from .helpers import KAGGLE_SAMPLE
+
+logs.install()  # as every command does where it starts: hms's messages on the console
 
 
 @pytest.fixture(scope="session")

@@ -43,7 +43,7 @@ def fold_model(cfg, kinds: int, weights_path):
     """A float32 fold model (the runs checked with it trained in float32) with its saved weights."""
     import keras
 
-    from hms.models import model_for
+    from hms.representations import model_for
 
     keras.mixed_precision.set_global_policy("float32")
     model = model_for(cfg, kinds, None)

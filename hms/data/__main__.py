@@ -6,10 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from .. import logs
 from ..dataset.check import check_folder
 
 
 def main(argv=None) -> int:
+    logs.install()
     parser = argparse.ArgumentParser(prog="python -m hms.data", description="Validate a Kaggle-layout folder file by file.")
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check", help="validate a Kaggle-layout folder file by file")

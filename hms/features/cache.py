@@ -15,7 +15,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -55,12 +55,18 @@ class FeatureOptions:
     and an optional public precomputed EEG-spectrogram file. One object instead of loose flags."""
 
     tile: tuple = (128, 256)
-    cache_dir: str = "data/cache"
+    cache_dir: str | None = None  # required: the config's `paths.cache`
     workers: int | None = None
     bad_files: str = "fail"  # fail: stop naming the file; skip: mark its items bad, list every such file
     precomputed: str | None = None
     progress: bool = True
-    signal: Any = None  # SignalOptions of input=eeg1d (hms.features.signals); None: its defaults
+
+
+def checked(options: FeatureOptions) -> FeatureOptions:
+    """`options`, or ValueError when it names no cache folder (the library has no working-directory default)."""
+    if not options.cache_dir:
+        raise ValueError("FeatureOptions.cache_dir is required: the folder the caches live in (a config's paths.cache)")
+    return options
 
 
 class FileGroup(NamedTuple):
@@ -227,7 +233,7 @@ def build_caches(root, split: str, kinds, items: pd.DataFrame, options: FeatureO
     bad file with an error naming it (what was computed is kept); "skip" marks its items bad,
     names every such file, and goes on.
     """
-    options = replace(options or FeatureOptions(), **settings)
+    options = checked(replace(options or FeatureOptions(), **settings))
     tile, cache_dir, workers = tuple(options.tile), options.cache_dir, options.workers
     precomputed = options.precomputed
     items = items[["eeg_id", "spectrogram_id", "eeg_offset", "spec_offset"]].reset_index(drop=True)

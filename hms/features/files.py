@@ -37,7 +37,7 @@ import pandas as pd
 
 from ..constants import EEG_COLUMNS, EEG_RATE, EEG_WINDOW_ROWS, SPEC_COLUMNS, SPEC_ROW_SECONDS, SPEC_WINDOW_ROWS
 from ..dataset.layout import DataError, read_eeg, read_spectrogram
-from .cache import SOURCES, FeatureOptions, Job, _create_folder, _jobs, _resize, _run, _stamp
+from .cache import SOURCES, FeatureOptions, Job, _create_folder, _jobs, _resize, _run, _stamp, checked
 from .eeg import CHAIN_CHANNELS, eeg_spectrograms
 from .kaggle import kaggle_tiles
 
@@ -260,26 +260,26 @@ class WindowCache:
 
 def build_window_caches(root, split: str, kinds, items: pd.DataFrame, options: FeatureOptions | None = None,
                         **settings) -> dict[str, WindowCache]:
-    """Per-file caches of `kinds` for `items` (eeg_id, spectrogram_id, offsets), each read as the windows' tiles.
+    """Per-file caches for `items` (eeg_id, spectrogram_id, offsets), each read as the windows' arrays.
 
+    `kinds`: tile kinds by name ("kaggle", "eeg": their tiles made when read, `WindowTiles`), or parts of a
+    representation (`hms.representations.Part`: `name`, `stored` ("kaggle" or "eeg" files) and `make(files,
+    file_ids, offsets)`, the array-like of its windows; `make` None: the stored kind's tiles).
     bad_files="fail" stops at the first bad file or window, naming it; "skip" leaves such items out (`bad_items`)."""
-    options = replace(options or FeatureOptions(), **settings)
+    options = checked(replace(options or FeatureOptions(), **settings))
     items = items[["eeg_id", "spectrogram_id", "eeg_offset", "spec_offset"]].reset_index(drop=True)
     out = {}
     for kind in kinds:
-        stored = "eeg" if kind == "eeg1d" else kind  # raw-EEG signals are cut from the same stored EEG files
+        name, stored, make = (kind, kind, None) if isinstance(kind, str) else (kind.name, kind.stored, kind.make)
+        if stored not in SOURCES:
+            raise ValueError(f"{name}: stored data files must be one of {tuple(SOURCES)}, got {stored!r}")
         file_ids = items[SOURCES[stored].column].to_numpy(np.int64)
         files = build_files(root, split, stored, file_ids, options)
         offsets = items[SOURCES[stored].offset].to_numpy(np.float64)
-        if kind == "eeg1d":
-            from .signals import SignalOptions, SignalWindows
-
-            tiles = SignalWindows(files, file_ids, offsets, options.signal or SignalOptions())
-        else:
-            tiles = WindowTiles(files, file_ids, offsets, options.tile)
-        problems = tiles.problems
+        arrays = WindowTiles(files, file_ids, offsets, options.tile) if make is None else make(files, file_ids, offsets)
+        problems = arrays.problems
         if problems and options.bad_files == "fail":
             file_id, problem = next(iter(problems.values()))
             raise DataError(f"{SOURCES[stored].path(root, file_id, split)}: {problem}")
-        out[kind] = WindowCache(files.path, items, tiles)
+        out[name] = WindowCache(files.path, items, arrays)
     return out

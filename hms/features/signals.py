@@ -22,11 +22,10 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..constants import EEG_COLUMNS, EEG_RATE, EEG_WINDOW_ROWS, REGIONS
+from ..constants import EEG_COLUMNS, EEG_RATE, EEG_WINDOW_ROWS, EEG_WINDOW_SECONDS, REGIONS
 from .eeg import PAIRS, bipolar_pairs
 from .files import CHAIN_INDEX, WindowTiles
 
-EEG_WINDOW_SECONDS = 50
 PAIR_NAMES = tuple(f"{r}{i}" for r in REGIONS for i in range(len(PAIRS) // len(REGIONS)))
 
 
@@ -131,4 +130,29 @@ class SignalWindows(WindowTiles):
                     if self._memo_room > 0 and int(rows[k]) not in memo:
                         memo[int(rows[k])] = out[k].copy()
                         self._memo_room -= 1
+        return out[0] if scalar else out
+
+
+class PairWindows(WindowTiles):
+    """Each labelled window's 16 chain pairs at the EEG's own 200 Hz, NaN filled by each pair's mean as the
+    spectrogram path fills them (`bipolar_pairs`), made from the per-file EEG cache when read: (len(rows), 10000, 16)
+    float32. What a model that computes its own spectrograms (`input=eeg_layer`) reads; nothing else is done here."""
+
+    def __init__(self, files, file_ids: np.ndarray, offsets: np.ndarray):
+        if files.kind != "eeg":
+            raise ValueError(f"EEG pairs are cut from EEG files, not {files.kind} files")
+        super().__init__(files, file_ids, offsets, (0, 0))
+        self.shape = (len(self.file_ids), EEG_WINDOW_ROWS, len(PAIRS))
+        self.ndim = 3
+
+    def __getitem__(self, rows):
+        scalar = np.ndim(rows) == 0
+        rows = np.atleast_1d(np.arange(self.shape[0])[rows])
+        out = np.empty((len(rows), *self.shape[1:]), np.float32)
+        for start in range(0, len(rows), 16):  # a few windows at a time: memory bounded per call
+            part = rows[start:start + 16]
+            windows = np.zeros((len(part), EEG_WINDOW_ROWS, len(EEG_COLUMNS)), np.float32)
+            for j, r in enumerate(part):
+                windows[j][:, CHAIN_INDEX] = self.files.read(int(self.file_ids[r]), int(self.first[r]), EEG_WINDOW_ROWS)
+            out[start:start + len(part)] = np.moveaxis(bipolar_pairs(windows), 1, 2)
         return out[0] if scalar else out

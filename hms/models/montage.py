@@ -50,17 +50,28 @@ PACKAGE_DROP_CONNECT = 0.2  # both EfficientNet packages' stochastic depth at th
 
 def build_model(backbone: str, tile, kinds: int, source: str = "efficientnet", weights=None, dropout: float = 0.2,
                 bn_momentum: float | None = None, drop_connect: float = PACKAGE_DROP_CONNECT, positions: bool = False,
-                zero_residual: bool = False):
+                zero_residual: bool = False, inputs=None, tiles=None):
     """The classifier on (batch, H, W, 4*kinds) tiles; outputs class probabilities in float32.
 
     `bn_momentum` replaces the backbone's batch-norm momentum (0.99): short runs from scratch need
     faster-moving statistics, or validation sees running means still close to their initial values.
     `drop_connect` rescales the backbone's stochastic depth (0.2 at its deepest block; 0: off).
-    `positions` gives the backbone each pixel's frequency row (TileMontage)."""
+    `positions` gives the backbone each pixel's frequency row (TileMontage).
+    `inputs` and `tiles`: a representation's own model inputs and the tiles its stem makes of them (default: the
+    tiles are the input)."""
     height, width = tile
-    inputs = keras.Input((height, width, 4 * kinds), name="tiles")
-    image = TileMontage(kinds, positions=positions, name="montage")(inputs)
-    net = create_backbone(backbone, (4 * height, kinds * width, 3), source=source, weights=weights)
+    if inputs is None:
+        inputs = tiles = keras.Input((height, width, 4 * kinds), name="tiles")
+    image = TileMontage(kinds, positions=positions, name="montage")(tiles)
+    return image_classifier(inputs, image, backbone, (4 * height, kinds * width, 3), source=source, weights=weights,
+                            dropout=dropout, bn_momentum=bn_momentum, drop_connect=drop_connect, zero_residual=zero_residual)
+
+
+def image_classifier(inputs, image, backbone: str, shape, source: str = "efficientnet", weights=None, dropout: float = 0.2,
+                     bn_momentum: float | None = None, drop_connect: float = PACKAGE_DROP_CONNECT, zero_residual: bool = False):
+    """An image backbone on `image` (a (batch, h, w, 3) tensor of shape `shape` made from `inputs`), pooled, with
+    dropout and a float32 softmax over the six classes: the head every image representation shares."""
+    net = create_backbone(backbone, shape, source=source, weights=weights)
     if bn_momentum is not None:
         for layer in net.layers:
             if isinstance(layer, layers.BatchNormalization):
@@ -138,22 +149,6 @@ def resolved_recipe(backbone, steps_per_epoch: int | None) -> dict:
 
     return {"bn_momentum": None if momentum is None else float(momentum), "drop_connect": float(drop),
             "positions": from_scratch_only("positions"), "zero_residual": from_scratch_only("zero_residual")}
-
-
-def model_for(cfg, kinds: int, weights=None, steps_per_epoch: int | None = None):
-    """`build_model` with a run config's backbone and tile choices (`weights`: the backbone's initial weights;
-    `steps_per_epoch`: the training run's, to resolve `bn_momentum: auto`; None when only predicting)."""
-    backbone = cfg.backbone
-    signal = cfg.input.mix == "eeg1d"  # hms.config.validate has checked that the backbone takes this input
-    recipe = resolved_recipe(backbone, steps_per_epoch)
-    if signal:
-        from ..features.signals import PAIR_NAMES, EEG_WINDOW_SECONDS
-        from .signal import build_signal_model
-
-        return build_signal_model(backbone.name, EEG_WINDOW_SECONDS * cfg.input.signal.rate, len(PAIR_NAMES), weights=weights,
-                                  dropout=backbone.dropout, bn_momentum=recipe["bn_momentum"])
-    return build_model(backbone.name, tuple(cfg.input.tile), kinds, source=backbone.source, weights=weights,
-                       dropout=backbone.dropout, **recipe)
 
 
 def batch_norm_layers(model) -> list:

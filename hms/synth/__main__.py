@@ -4,10 +4,12 @@ import argparse
 import json
 import sys
 
+from .. import logs
 from ..synthetic import SynthSpec, generate
 
 
 def main(argv=None) -> int:
+    logs.install()
     parser = argparse.ArgumentParser(prog="python -m hms.synth", description="Write a synthetic HMS dataset in Kaggle's layout.")
     parser.add_argument("out_dir")
     parser.add_argument("--eegs", type=int, default=SynthSpec.eegs, help="training eeg_ids")

@@ -12,7 +12,9 @@ from hms.dataset import load_train, read_eeg
 from hms.features.cache import FeatureOptions
 from hms.features.files import build_window_caches
 from hms.features.signals import SignalOptions, signal_windows
+from hms.config import compose
 from hms.inputs import train_items
+from hms.representations import representation_for
 
 # The seed's four chains written out here (not read from hms): LL, RL, LP, RP, four pairs each.
 CHAINS = [("Fp1", "F7"), ("F7", "T3"), ("T3", "T5"), ("T5", "O1"),
@@ -62,7 +64,8 @@ def test_signals_from_the_per_file_cache_are_those_of_the_parquet_window(synthet
     items = train_items(samples, labelled, "random")
     items = items[items.eeg_id.isin(samples.eeg_id.iloc[:3])].reset_index(drop=True)
     options = FeatureOptions(cache_dir=str(tmp_path), workers=1, progress=False)
-    signals = build_window_caches(synthetic_root, "train", ("eeg1d",), items, options)["eeg1d"].features
+    signal = representation_for(compose(["input=eeg1d", "backbone=eeg1d_cnn"])).parts()  # the eeg1d entry's part
+    signals = build_window_caches(synthetic_root, "train", signal, items, options)["eeg1d"].features
     assert signals.shape == (len(items), 2500, 16)
     rows = np.arange(len(items))[::-1]
     got = signals[rows]

@@ -99,7 +99,8 @@ def test_auto_recipe_resolves_for_the_run():
     import keras
 
     from hms.config import compose
-    from hms.models import model_for, resolved_recipe
+    from hms.models import resolved_recipe
+    from hms.representations import model_for
 
     cfg = compose(["input.tile=[16,32]"])
     # 100 steps per epoch: the running statistics keep 1% of their start after one epoch (m ** 100 = 0.01).

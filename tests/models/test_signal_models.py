@@ -19,7 +19,7 @@ import numpy as np
 from hms.config import compose
 from hms.cv import _compile, model_dtypes
 from hms.devices import configure, precision_policy
-from hms.models import model_for
+from hms.representations import model_for
 out, devices = {}, None
 common = ["trainer.cpu_devices=2", "trainer.strategy=mirrored", "trainer.precision=mixed_float16"]
 signal = ["input=eeg1d", "augmentation=signal", "input.signal.rate=20", "input.signal.high=8"]
