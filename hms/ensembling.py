@@ -140,6 +140,34 @@ def _check_aligned(ref_name: str, ref: pd.DataFrame, name: str, frame: pd.DataFr
 
 
 @dataclass
+class EnsembleSettings:
+    """How an ensemble run was asked for: blend mode, Optuna trials, member cap, seed, candidate filter, store."""
+
+    mode: str
+    trials: int
+    max_members: int | None
+    seed: int
+    filter_string: str | None
+    tracking: object
+
+
+@dataclass
+class Fitted:
+    """A fitted ensemble: its candidates, weights, every method's results, the blended OOF frame and its scores."""
+
+    candidates: Candidates
+    weights: np.ndarray
+    results: dict
+    oof: pd.DataFrame
+    scores: dict
+
+    @property
+    def members(self) -> list[int]:
+        """Candidate indices with a weight above 0, heaviest first."""
+        return [m for m in np.argsort(-self.weights) if self.weights[m] > 0]
+
+
+@dataclass
 class EnsembleResult:
     run_id: str
     weights: np.ndarray
@@ -177,18 +205,14 @@ def run_ensemble(tracking_uri: str | None = None, experiment: str = "hms", run_i
     scores.update(member_baselines(candidates, weights))
 
     experiment_id = tracking.experiment_id(client, experiment)
-    members = [m for m in np.argsort(-weights) if weights[m] > 0]
+    fitted = Fitted(candidates, weights, results, oof, scores)
+    members = fitted.members
     run = client.create_run(experiment_id, run_name=f"ensemble-{len(members)}of{len(candidates.run_ids)}-{mode}",
                             tags=tracking.run_tags({"hms.run_type": "ensemble",
                                                    "hms.members": ",".join(candidates.run_ids[m] for m in members)}))
     run_id = run.info.run_id
-    try:
-        with logs.run_log(client, run_id):
-            _record(client, run_id, candidates, weights, scores, results, oof, mode, trials, max_members, seed, filter_string,
-                    cfg_tracking, members)
-    except BaseException as error:
-        tracking.fail_run(client, run_id, error)
-        raise
+    with tracking.failing(client, run_id), logs.run_log(client, run_id):
+        _record(client, run_id, fitted, EnsembleSettings(mode, trials, max_members, seed, filter_string, cfg_tracking))
     log.info(f"MLflow ensemble run {run_id}: {tracking.ui_address(cfg_tracking, experiment_id, run_id)}")
     log.info(f"predict with: python -m hms.predict --ensemble {run_id} --out submission.csv")
     if register:
@@ -197,21 +221,23 @@ def run_ensemble(tracking_uri: str | None = None, experiment: str = "hms", run_i
     return EnsembleResult(run_id, weights, scores, candidates)
 
 
-def _record(client, run_id, candidates, weights, scores, results, oof, mode, trials, max_members, seed, filter_string,
-            cfg_tracking, members) -> None:
+def _record(client, run_id, fitted: Fitted, settings: EnsembleSettings) -> None:
     """The ensemble run's params, metrics, bundle, candidate table, plots and OOF; the report; ends the run."""
     from . import tracking
 
+    candidates, weights, scores, results, members = fitted.candidates, fitted.weights, fitted.scores, fitted.results, fitted.members
+    mode, trials, max_members, seed = settings.mode, settings.trials, settings.max_members, settings.seed
+
     tracking.log_params(client, run_id, {
         "blend": mode, "trials": str(trials), "max_members": str(max_members), "seed": str(seed),
-        "candidates": str(len(candidates.run_ids)), "filter": str(filter_string),
+        "candidates": str(len(candidates.run_ids)), "filter": str(settings.filter_string),
         "members": ",".join(candidates.run_ids[m] for m in members),
         "weights": ",".join(f"{weights[m]:.6f}" for m in members)})
     for key, value in scores.items():
         client.log_metric(run_id, key, float(value))
     table = candidate_table(candidates, weights)
     bundle = {"format": 1, "blend": mode, "cv_kl": scores["cv_kl"], "cv_kl_nested": scores["cv_kl_nested"],
-              "tracking_uri": tracking.tracking_uri(cfg_tracking),
+              "tracking_uri": tracking.tracking_uri(settings.tracking),
               "members": [{"run_id": candidates.run_ids[m], "name": candidates.names[m], "weight": float(weights[m]),
                            "cv_kl": float(table.cv_kl[m]), "choices": candidates.choices[m]}
                           for m in members]}
@@ -220,8 +246,8 @@ def _record(client, run_id, candidates, weights, scores, results, oof, mode, tri
         client.log_artifact(run_id, str(Path(tmp) / BUNDLE_FILE))
         table.to_csv(Path(tmp) / "candidates.csv", index=False)
         client.log_artifact(run_id, str(Path(tmp) / "candidates.csv"))
-        _log_plots(client, run_id, table, results, Path(tmp))
-    tracking.log_frame(client, run_id, oof, "oof.parquet")
+    _log_plots(client, run_id, table, results)
+    tracking.log_frame(client, run_id, fitted.oof, "oof.parquet")
     _report(candidates, table, results, scores)
     client.set_terminated(run_id, "FINISHED")
 
@@ -257,16 +283,14 @@ def member_baselines(candidates: Candidates, weights: np.ndarray) -> dict[str, f
     return out
 
 
-def _log_plots(client, run_id, table: pd.DataFrame, results, folder: Path) -> None:
-    from . import plots
+def _log_plots(client, run_id, table: pd.DataFrame, results) -> None:
+    from . import plots, tracking
 
     labels = [f"{n} ({r[:8]})" for n, r in zip(table.name, table.run_id)]
     figures = {"weights.png": plots.member_weights(labels, table.weight.to_numpy()),
                "candidates_vs_ensemble.png": plots.candidates_vs_ensemble(
                    labels, table.cv_kl.to_numpy(), {m: (r.kl, r.nested_kl) for m, r in results.items()})}
-    for name, figure in figures.items():
-        plots.save(figure, folder / name)
-        client.log_artifact(run_id, str(folder / name), "plots")
+    tracking.log_figures(client, run_id, figures)
 
 
 def _report(candidates: Candidates, table: pd.DataFrame, results, scores) -> None:

@@ -8,7 +8,6 @@ finished folds after each fold, so the pruner can stop it early.
 from __future__ import annotations
 
 import shlex
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -336,9 +335,10 @@ def _refresh(client, run_id: str, study) -> None:
         return
     client.log_metric(run_id, "best_value", study.best_value, step=len(study.trials))
     client.set_tag(run_id, "hms.best_trial", str(study.best_trial.number))
-    from .plots import save
+    from . import tracking
 
-    with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
+    figures = {}
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from optuna.visualization import matplotlib as vis
 
@@ -351,9 +351,8 @@ def _refresh(client, run_id: str, study) -> None:
                 axes = plot(study)
             except (ValueError, RuntimeError):  # e.g. importances with a single distinct value
                 continue
-            figure = (axes.flat[0] if hasattr(axes, "flat") else axes).get_figure()
-            save(figure, Path(tmp) / name)
-            client.log_artifact(run_id, str(Path(tmp) / name), "plots")
+            figures[name] = (axes.flat[0] if hasattr(axes, "flat") else axes).get_figure()
+        tracking.log_figures(client, run_id, figures)
 
 
 def prepare_study(space: Space, storage: str, name: str, trailing=(), worker: int = 0, heartbeat: float = HEARTBEAT_SECONDS):

@@ -79,7 +79,7 @@ class Representation:
     # --- baseline, model, picture ------------------------------------------------------------------------
     def baseline_features(self, sources, rows: np.ndarray) -> np.ndarray:
         """What the run's feature baseline fits on: per part, pooled statistics of the rows' arrays."""
-        from ..baselines import pooled_features
+        from ..features.pooling import pooled_features
 
         return pooled_features(sources, rows)
 
