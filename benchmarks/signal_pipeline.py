@@ -40,6 +40,8 @@ def main():
 
     from hms.augment import build_signal_augmentation
     from hms.batches import TileBatches
+    from hms.config import compose
+    from hms.representations import representation_for
     from hms.dataset import load_train
     from hms.features.cache import FeatureOptions
     from hms.features.files import build_window_caches
@@ -54,7 +56,8 @@ def main():
     samples, windows = load_train(root)
     items = train_items(samples, windows, "random")
     with tempfile.TemporaryDirectory() as tmp:
-        signals = build_window_caches(root, "train", ("eeg1d",), items, FeatureOptions(cache_dir=tmp, progress=False))["eeg1d"]
+        parts = representation_for(compose(["input=eeg1d", "backbone=eeg1d_cnn"])).parts()  # the 1D runs' signals
+        signals = build_window_caches(root, "train", parts, items, FeatureOptions(cache_dir=tmp, progress=False))[parts[0].name]
         stored = sum(p.stat().st_size for p in Path(tmp).rglob("*") if p.is_file())
         print(f"{len(items)} random windows of {samples.eeg_id.nunique()} eeg_ids; per-file EEG cache {stored / 1e6:.1f} MB = "
               f"{stored / len(items) / 1e3:.1f} kB per window (a window's float32 signal: {2500 * 16 * 4 / 1e3:.0f} kB)")
