@@ -20,19 +20,27 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imported(path: Path) -> set[str]:
-    """Every module a file imports, at any level (inside functions too), relative imports resolved."""
+def import_lines(path: Path) -> list[tuple[str, list[str]]]:
+    """Each import of a file, at any level (inside functions too), relative imports resolved: (module, names taken
+    from it); `import a.b` is ("a.b", [])."""
     inside = ROOT in path.resolve().parents
     package = [] if not inside else module_name(path).split(".") if path.name == "__init__.py" else module_name(path).split(".")[:-1]
-    out = set()
+    out = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            out.update(alias.name for alias in node.names)
+            out += [(alias.name, []) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = package[:len(package) - node.level + 1] if node.level else []
-            stem = ".".join([*base, *(node.module.split(".") if node.module else [])])
-            out.add(stem)
-            out.update(f"{stem}.{alias.name}" for alias in node.names)  # `from . import train` imports hms.train
+            out.append((".".join([*base, *(node.module.split(".") if node.module else [])]), [a.name for a in node.names]))
+    return out
+
+
+def imported(path: Path) -> set[str]:
+    """Every module a file imports, at any level (inside functions too), relative imports resolved."""
+    out = set()
+    for stem, names in import_lines(path):
+        out.add(stem)
+        out.update(f"{stem}.{name}" for name in names)  # `from . import train` imports hms.train
     return out
 
 
@@ -77,16 +85,7 @@ def library_graph() -> dict[str, set[str]]:
     modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
     graph = {}
     for name, path in modules.items():
-        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
-        targets = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                targets.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom):
-                base = package[:len(package) - node.level + 1] if node.level else []
-                stem = ".".join([*base, *(node.module.split(".") if node.module else [])])
-                for alias in node.names:
-                    targets.add(f"{stem}.{alias.name}" if f"{stem}.{alias.name}" in modules else stem)
+        targets = {f"{stem}.{n}" if f"{stem}.{n}" in modules else stem for stem, names in import_lines(path) for n in names or [None]}
         graph[name] = {t for t in targets if t in modules and t != name}
     return graph
 
