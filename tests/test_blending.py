@@ -180,3 +180,21 @@ def test_greedy_does_not_add_a_run_that_leaves_the_kl_unchanged():
     good = 0.9 * y + 0.1 / 6
     p = np.stack([good, good.copy(), rng.dirichlet(np.ones(6), 50)])
     assert np.allclose(fit_greedy(p, y), [1, 0, 0])
+
+
+def test_fitting_with_optuna_leaves_its_verbosity_and_the_warning_filters_as_they_were():
+    import warnings
+
+    import optuna
+
+    rng = np.random.default_rng(0)
+    y = rng.dirichlet(np.ones(6), 30)
+    p = np.stack([rng.dirichlet(np.ones(6), 30) for _ in range(2)])
+    optuna.logging.set_verbosity(optuna.logging.DEBUG)
+    filters = list(warnings.filters)
+    try:
+        fit_optuna(p, y, trials=3)
+        assert optuna.logging.get_verbosity() == optuna.logging.DEBUG
+        assert list(warnings.filters) == filters
+    finally:
+        optuna.logging.set_verbosity(optuna.logging.INFO)

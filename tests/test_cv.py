@@ -222,6 +222,7 @@ def test_two_runs_at_once_on_a_fresh_store_one_killed_and_resumed_keeping_its_fi
     result = run_module("hms.train", f"resume={parent.info.run_id}", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "fold 0: finished earlier, kept" in result.stdout and "fold 1: KL" in result.stdout
+    assert f"run `mlflow ui --backend-store-uri sqlite:///{tmp_path.resolve()}/mlflow.db`" in result.stdout  # the store it used
     client, _, all_runs = runs(tmp_path)
     parent = client.get_run(parent.info.run_id)
     assert parent.info.status == "FINISHED" and {"fold0_kl", "fold1_kl", "cv_kl"} <= set(parent.data.metrics)
