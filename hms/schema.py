@@ -14,7 +14,12 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from .features.cache import FeatureOptions
 from .features.signals import SignalOptions
+
+
+_SIGNAL = SignalOptions()  # the signal defaults are SignalOptions' own (hms.features.signals)
+_FEATURES = FeatureOptions()  # the tile size and bad-file handling are the caches' own (hms.features.cache)
 
 
 class ConfigError(ValueError):
@@ -87,7 +92,7 @@ class DataSchema:
     root: str = MISSING
     sampling: str = field(default="fixed", metadata=_one_of("fixed", "random"))
     eeg_spectrograms: Optional[str] = None
-    bad_files: str = field(default="fail", metadata=_one_of("fail", "skip"))
+    bad_files: str = field(default=_FEATURES.bad_files, metadata=_one_of("fail", "skip"))
     cache_dir: str = MISSING  # conf/data: ${paths.cache}
     cache: str = field(default="auto", metadata=_one_of("auto", "tiles", "files"))
     workers: Optional[int] = field(default=None, metadata=_at_least(1, "processes"))
@@ -100,7 +105,6 @@ class SyntheticDataSchema(DataSchema):
     synth_seed: int = 0
 
 
-_SIGNAL = SignalOptions()  # the signal defaults are SignalOptions' own (hms.features.signals)
 
 
 @dataclass
@@ -115,7 +119,7 @@ class SignalSchema:
 @dataclass
 class InputSchema:
     mix: str = MISSING  # a registered representation (hms.representations); checked in hms.config
-    tile: List[int] = field(default_factory=lambda: [128, 256])
+    tile: List[int] = field(default_factory=lambda: list(_FEATURES.tile))
     signal: SignalSchema = field(default_factory=SignalSchema)  # raw-EEG signals (input=eeg1d, eeg_image)
     options: Dict[str, Any] = field(default_factory=dict)  # what one representation alone takes; it checks them
 

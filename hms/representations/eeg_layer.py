@@ -39,7 +39,7 @@ def _layer_class():
         """(batch, 10000, 16) chain pairs at 200 Hz -> (batch, H, W, 4) EEG spectrogram tiles (LL, RL, LP, RP),
         always in float32 (a mixed-precision policy casts the output for the layers after it)."""
 
-        def __init__(self, tile=(128, 256), **kwargs):
+        def __init__(self, tile=(N_MELS, WIDTH), **kwargs):
             super().__init__(dtype="float32", **kwargs)
             self.tile = tuple(int(t) for t in tile)
             cos, sin, first, second, weights = _operators()
@@ -88,8 +88,8 @@ def _layer_class():
     return EegSpectrogram
 
 
-def eeg_spectrogram_layer(tile=(128, 256), name: str = "eeg_spectrogram"):
-    """The EEG spectrogram layer for tiles of size `tile`."""
+def eeg_spectrogram_layer(tile, name: str = "eeg_spectrogram"):
+    """The EEG spectrogram layer for tiles of size `tile` (height, width)."""
     return _layer_class()(tile, name=name)
 
 
