@@ -18,7 +18,7 @@ class TileBatches(keras.utils.PyDataset):
     """
 
     def __init__(self, sources, candidates, targets, batch_size: int, augment=None, shuffle: bool = False,
-                 seed: int = 0, workers: int = 1, view=None, mixup: float = 0.0, **kwargs):
+                 seed: int = 0, workers: int = 1, view=None, mixup: float = 0.0, multiple: int = 1, **kwargs):
         super().__init__(workers=workers, use_multiprocessing=False, **kwargs)
         self.sources = list(sources)
         self.candidates = [np.atleast_1d(np.asarray(c)) for c in candidates]
@@ -28,6 +28,9 @@ class TileBatches(keras.utils.PyDataset):
         self.shuffle = shuffle
         self.view = view  # a deterministic transform of whole batches (test-time augmentation)
         self.mixup = float(mixup)
+        # JAX's data parallelism splits every batch evenly over the devices: a last, partial batch is filled up to a
+        # multiple of them with its own first items again (`predict_views` drops their predictions).
+        self.multiple = int(multiple)
         self.rng = np.random.default_rng(seed)
         # Sources of the same item shape but the last axis are one model input, side by side on that axis; a
         # representation whose parts differ in shape (tiles beside raw pairs) gets one input each, as a tuple.
@@ -52,6 +55,8 @@ class TileBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index: int):
         picked = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+        if len(picked) % self.multiple:
+            picked = np.concatenate([picked, picked[np.arange(self.multiple - len(picked) % self.multiple) % len(picked)]])
         x, y = self.tiles(self.rows[picked]), self.targets[picked]
         if self.mixup > 0 and len(picked) > 1:
             # Its own generator per batch (seeded by the epoch's draw and the index): threads may build batches
@@ -102,5 +107,5 @@ def predict_views(model, batches: TileBatches, views) -> np.ndarray:
     for view in views:
         viewed = copy.copy(batches)  # the caller's batches stay as they are
         viewed.view = view
-        out.append(model.predict(viewed, verbose=0).astype(np.float64))
+        out.append(model.predict(viewed, verbose=0).astype(np.float64)[:len(batches.targets)])  # no fill-up rows
     return np.mean(out, axis=0)

@@ -69,6 +69,7 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"schedule.steps={steps} must be [fraction of the run, lr] pairs sorted by fraction, "
                               "starting at 0, fractions below 1, lr >= 0 (e.g. [[0, 1e-3], [0.5, 1e-4], [0.75, 1e-5]])")
     check_representation(cfg)
+    check_backend(cfg)
     weights = cfg.backbone.weights
     if weights not in (None, "imagenet") and not Path(weights).is_file():
         raise ConfigError(f"backbone.weights={weights!r}: no such file (use null, imagenet, or a local weights file)")
@@ -76,17 +77,34 @@ def validate(cfg: DictConfig) -> None:
 
 def check_representation(cfg: DictConfig) -> None:
     """The run's representation is registered, takes the chosen backbone, its own `input` keys and augmentations."""
+    from .backends import resolved_source, wanted
     from .representations import FAMILIES, family_of, list_representations, representation_class
 
     representation = representation_class(cfg.input.mix)(cfg)
-    family = family_of(cfg.backbone.source)
+    source = resolved_source(cfg.backbone.source, wanted(cfg.trainer))
+    family = family_of(source)
     if family != representation.family:
         takes = ", ".join(list_representations(family)) if family else "none registered"
-        raise ConfigError(f"backbone={cfg.backbone.name} ({cfg.backbone.source}) does not take input.mix={cfg.input.mix}: "
+        raise ConfigError(f"backbone={cfg.backbone.name} ({source}) does not take input.mix={cfg.input.mix}: "
                           f"{representation.name} is for {representation.family} backbones (sources "
                           f"{', '.join(FAMILIES[representation.family])}); {cfg.backbone.name} takes {takes}")
     representation.check()
     representation.check_augmentation()
+
+
+def check_backend(cfg: DictConfig) -> None:
+    """What the chosen Keras backend cannot run, refused by name before anything runs."""
+    from .backends import resolved_source, wanted
+
+    backend = wanted(cfg.trainer)
+    if backend == "tensorflow":
+        return
+    if cfg.trainer.strategy == "mirrored":
+        raise ConfigError(f"trainer.strategy=mirrored is TensorFlow's MirroredStrategy; trainer.backend={backend} spreads a "
+                          "batch over every local device with keras.distribution.DataParallel (trainer.strategy=auto)")
+    if resolved_source(cfg.backbone.source, backend) == "efficientnet":
+        raise ConfigError(f"backbone.source=efficientnet: the efficientnet package needs TensorFlow, not trainer.backend="
+                          f"{backend}; use backbone.source=keras or auto (keras.applications' EfficientNets)")
 
 
 def planned_folds(cfg: DictConfig) -> list[int]:

@@ -94,8 +94,8 @@ class FreshModel:
             _compile(self.model, lr_at(cfg.schedule, 0, cfg.trainer.epochs * steps_per_epoch))
             self.model.optimizer.build(self.model.trainable_variables)
         # `variables`: the weights and the layers' random seed states (dropout, stochastic depth).
-        self.variables = [v.numpy() for v in self.model.variables]
-        self.optimizer_state = [v.numpy() for v in self.model.optimizer.variables]
+        self.variables = [keras.ops.convert_to_numpy(v) for v in self.model.variables]
+        self.optimizer_state = [keras.ops.convert_to_numpy(v) for v in self.model.optimizer.variables]
         self.seed = cfg.seed
 
     def __call__(self, fold: int = 0):
@@ -152,7 +152,7 @@ def train_fold(cfg, devices, data: TrainingData, fold: int, fresh_model: FreshMo
     y = targets(data.samples).astype(np.float32)
     train_idx = np.flatnonzero(data.samples.fold.to_numpy() != fold)
     val_idx = np.flatnonzero(data.samples.fold.to_numpy() == fold)
-    common = dict(batch_size=cfg.trainer.batch_size, workers=cfg.trainer.workers)
+    common = dict(batch_size=cfg.trainer.batch_size, workers=cfg.trainer.workers, multiple=devices.batch_multiple)
     representation = representation_for(cfg)
     augment = representation.augmentation(seed=cfg.seed + fold)
     mixup = cfg.augmentation.get("mixup", 0.0)
@@ -182,7 +182,8 @@ def train_fold(cfg, devices, data: TrainingData, fold: int, fresh_model: FreshMo
 
         # Batches 4x the training batch: the same average, a quarter of the (eager, per-call) passes.
         recalibrate_batch_norm(model, TileBatches(data.sources, data.fixed_rows[train_idx], y[train_idx],
-                                                  batch_size=4 * cfg.trainer.batch_size, workers=cfg.trainer.workers))
+                                                  batch_size=4 * cfg.trainer.batch_size, workers=cfg.trainer.workers,
+                                                  multiple=devices.batch_multiple))
     predictions = predict_views(model, val, representation.views())
     return model, val_idx, predictions, val
 
@@ -354,7 +355,8 @@ def run_cv(cfg: DictConfig, tags: dict | None = None, on_fold=None, overrides=()
     client = tracking.client_for(cfg.tracking)
     if cfg.resume:
         cfg = resumed_config(client, cfg.resume, cfg, overrides)
-    # Everything that can be refused (config, data files, folds) is checked before a run is recorded.
+    # Everything that can be refused (config, backend, data files, folds) is checked before a run is recorded.
+    cfg = on_backend(cfg)
     devices = configure(cfg.trainer)
     data = load_training_data(cfg)
     parent = open_parent(client, cfg, tags)
@@ -366,7 +368,8 @@ def run_cv(cfg: DictConfig, tags: dict | None = None, on_fold=None, overrides=()
             log_training_data(client, parent_id, cfg, data)
         with precision_policy(devices.precision), tracking.SystemMetrics(
                 parent_id, tracking.tracking_uri(cfg.tracking), cfg.tracking.get("system_metrics")):
-            finished = _fold_loop(client, cfg, devices, data, parent, on_fold)
+            with devices.running():
+                finished = _fold_loop(client, cfg, devices, data, parent, on_fold)
         scores, oof, learned = finish_parent(client, parent_id, finished)
         log.info(score_line(scores) + f"  over {len(oof)} out-of-fold rows")
         if not learned:
@@ -374,6 +377,18 @@ def run_cv(cfg: DictConfig, tags: dict | None = None, on_fold=None, overrides=()
     log.info(f"view it: run `{tracking.ui_command(cfg.tracking)}` and open "
              f"{tracking.ui_address(cfg.tracking, parent.experiment, parent_id)}")
     return scores["cv_kl"]
+
+
+def on_backend(cfg: DictConfig) -> DictConfig:
+    """The config as this process runs it: Keras on `trainer.backend` (chosen now if Keras is not yet imported), and
+    that backend and the backbone's source (auto resolved) written into it, so that the run records what it ran."""
+    from .backends import resolved_source, select
+
+    backend = select(cfg.trainer)
+    cfg = cfg.copy()
+    cfg.trainer.backend = backend
+    cfg.backbone.source = resolved_source(cfg.backbone.source, backend)
+    return cfg
 
 
 def _fold_loop(client, cfg, devices, data: TrainingData, parent: Parent, on_fold) -> FoldResults:

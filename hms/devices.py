@@ -1,19 +1,41 @@
-"""Precision policy and distribution strategy from `trainer.precision` and `trainer.strategy`."""
+"""Precision policy and distribution from `trainer.precision` and `trainer.strategy`, on the Keras backend the
+process runs (`hms.backends`): TensorFlow's MirroredStrategy, or JAX's `keras.distribution.DataParallel`."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 
 @dataclass
 class Devices:
-    """What a run trains on: the strategy, its replica count and the Keras dtype policy."""
+    """What a run trains on: the strategy (its `scope()` builds models), its replica count, the Keras dtype policy,
+    and under JAX the distribution that shards each batch while the run trains (`running()`)."""
 
     strategy: object
     replicas: int
     precision: str
     description: str
+    distribution: object = None
+
+    @property
+    def batch_multiple(self) -> int:
+        """What every batch's size must be a multiple of: the devices a JAX distribution splits it over, else 1."""
+        return self.replicas if self.distribution is not None else 1
+
+    def running(self):
+        """The context a run trains and predicts in: JAX's data-parallel distribution, where there is one."""
+        return self.distribution.scope() if self.distribution is not None else nullcontext()
+
+
+class _NoStrategy:
+    """A strategy's face for a JAX run: models are built on the distribution (`Devices.running`) instead."""
+
+    def __init__(self, replicas: int):
+        self.num_replicas_in_sync = replicas
+
+    def scope(self):
+        return nullcontext()
 
 
 def split_cpu(count: int) -> None:
@@ -56,6 +78,10 @@ def precision_policy(name: str):
 
 def configure(trainer) -> Devices:
     """The strategy and precision the trainer config asks for (the precision is applied by `precision_policy`)."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        return _configure_jax(trainer)
     import tensorflow as tf
 
     if trainer.cpu_devices and trainer.cpu_devices > 1:
@@ -75,3 +101,32 @@ def configure(trainer) -> Devices:
     replicas = strategy.num_replicas_in_sync
     where = f"{len(gpus)} GPU(s)" if gpus else "CPU"
     return Devices(strategy, replicas, precision, f"{type(strategy).__name__} x{replicas} on {where}, {precision}")
+
+
+FAST_BF16 = (8, 0)  # NVIDIA compute capability from which bfloat16 matmuls run at full tensor-core speed (Ampere)
+
+
+def _configure_jax(trainer) -> Devices:
+    """Under JAX: every local device in one `DataParallel` distribution (GPUs, or the CPU devices that
+    `trainer.cpu_devices` made), and `precision=auto` as mixed_bfloat16 on GPUs with fast bfloat16, mixed_float16 on
+    older GPUs, float32 on a CPU."""
+    import jax
+    import keras
+
+    devices = jax.local_devices()
+    gpus = [d for d in devices if d.platform == "gpu"]
+    precision = trainer.precision
+    if precision == "auto":
+        capabilities = [tuple(int(p) for p in str(getattr(d, "compute_capability", "0.0")).split(".")[:2]) for d in gpus]
+        precision = "float32" if not gpus else "mixed_bfloat16" if min(capabilities) >= FAST_BF16 else "mixed_float16"
+    spread = len(devices) > 1 and trainer.strategy != "default"
+    distribution = keras.distribution.DataParallel(devices=[f"{d.platform}:{d.id}" for d in devices]) if spread else None
+    replicas = len(devices) if spread else 1
+    if trainer.batch_size % replicas:
+        from .schema import ConfigError
+
+        raise ConfigError(f"trainer.batch_size={trainer.batch_size}: JAX's DataParallel splits each batch evenly over the "
+                          f"{replicas} devices; use a multiple of {replicas} (or trainer.strategy=default)")
+    where = f"{len(gpus)} GPU(s)" if gpus else f"{len(devices)} CPU device(s)"
+    kind = "DataParallel" if spread else "one device"
+    return Devices(_NoStrategy(replicas), replicas, precision, f"JAX {kind} x{replicas} on {where}, {precision}", distribution)

@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 from . import logs
+from .backends import select
 from .config import ConfigError, compose, validate
 from .dataset import DataError
 from .inference import PredictError, export, export_logged_models, load_bundle, predict
@@ -57,6 +58,7 @@ def main(argv=None) -> int:
     try:
         cfg = compose(overrides)
         validate(cfg)
+        select(cfg.trainer)  # the Keras backend the fold models predict on, before Keras is imported
         if exporting:
             folder = export(client_for(cfg.tracking), args.to, args.run, args.ensemble)
             print(f"wrote {folder}: predict offline with python -m hms.predict --models {folder} ...")

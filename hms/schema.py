@@ -49,12 +49,13 @@ class TrainerSchema:
     workers: int = field(default=2, metadata=_at_least(1, "threads"))
     verbose: Any = field(default="auto", metadata=_one_of("auto", 0, 1, 2))
     bn_recalibrate: bool = True
+    backend: Optional[str] = field(default=None, metadata=_one_of("tensorflow", "jax"))  # None: KERAS_BACKEND or tensorflow
 
 
 @dataclass
 class BackboneSchema:
     name: str = MISSING
-    source: str = field(default="efficientnet", metadata=_one_of("efficientnet", "keras", "eeg1d"))
+    source: str = field(default="auto", metadata=_one_of("auto", "efficientnet", "keras", "eeg1d"))
     weights: Optional[str] = None
     dropout: float = field(default=0.2, metadata=_fraction("a dropout rate", high_open=True))
     bn_momentum: Any = field(default="auto", metadata={"auto": True, "low": 0.0, "high": 1.0, "low_open": True,

@@ -358,10 +358,12 @@ def _refresh(client, run_id: str, study) -> None:
 def prepare_study(space: Space, storage: str, name: str, trailing=(), worker: int = 0, heartbeat: float = HEARTBEAT_SECONDS):
     """The study and its MLflow sweep run, created if new: (study, MLflow client, sweep run id)."""
     from . import tracking
+    from .backends import select
     from .config import compose
 
     study = create_study(space, storage, name, worker, heartbeat)
     cfg = compose([*space.base, *trailing])
+    select(cfg.trainer)  # every trial runs on the base's Keras backend, chosen before Keras is imported
     client = tracking.client_for(cfg.tracking)
     experiment = tracking.experiment_id(client, cfg.tracking.experiment)
     return study, client, _sweep_run(client, experiment, name, space, storage)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from ..backends import resolved_source
+
 _REGISTRY: dict[tuple[str, str], Callable] = {}
 
 
@@ -24,6 +26,13 @@ def list_backbones(source: str | None = None) -> list[str]:
 def create_backbone(name: str, input_shape, source: str = "efficientnet", weights: str | None = None):
     """A headless backbone. `weights`: None, "imagenet" (a download; "noisy-student" too for the
     efficientnet source), or a local weights file (offline use, e.g. Kaggle notebooks)."""
+    import keras
+
+    backend = keras.backend.backend()
+    source = resolved_source(source, backend)
+    if source == "efficientnet" and backend != "tensorflow":
+        raise ValueError(f"backbone.source=efficientnet: the efficientnet package needs TensorFlow, and Keras runs on "
+                         f"{backend}; use backbone.source=keras (keras.applications' EfficientNets)")
     if (name, source) not in _REGISTRY:
         raise ValueError(f"unknown backbone {name!r} for source {source!r}; known: {', '.join(list_backbones(source))}")
     local = weights not in (None, "imagenet", "noisy-student")

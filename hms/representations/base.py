@@ -94,7 +94,7 @@ class Representation:
             return None
         import keras
 
-        upto = keras.Model(model.inputs, model.get_layer("montage").output)
+        upto = keras.Model(model.inputs if len(model.inputs) > 1 else model.inputs[0], model.get_layer("montage").output)
         first = tuple(part[:1] for part in x) if isinstance(x, (tuple, list)) else x[:1]
         return np.asarray(keras.ops.convert_to_numpy(upto(first, training=False)))[0]
 

@@ -1,0 +1,62 @@
+"""Which Keras backend a command runs on (`trainer.backend`: tensorflow or jax, or `KERAS_BACKEND`), chosen where
+the command starts, before Keras is imported.
+
+Keras reads `KERAS_BACKEND` once, at its import; JAX reads `XLA_FLAGS` once, when it first lists its devices,
+which is when `trainer.cpu_devices` > 1 splits the CPU into that many devices (for tests and debugging of
+multi-device runs on a machine with no accelerator).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+from .schema import ConfigError
+
+BACKENDS = ("tensorflow", "jax")
+DEFAULT = "tensorflow"  # the package list names TensorFlow; JAX is the `jax` extra
+
+
+def wanted(trainer) -> str:
+    """`trainer.backend`, else KERAS_BACKEND, else TensorFlow."""
+    name = trainer.get("backend") or os.environ.get("KERAS_BACKEND") or DEFAULT
+    if name not in BACKENDS:
+        raise ConfigError(f"trainer.backend={name!r} (or KERAS_BACKEND) is not one of {', '.join(BACKENDS)}")
+    return name
+
+
+def running() -> str | None:
+    """The backend Keras runs on in this process, or None before Keras is imported."""
+    keras = sys.modules.get("keras")
+    return keras.backend.backend() if keras is not None else None
+
+
+def select(trainer) -> str:
+    """Make this process run Keras on the wanted backend: set KERAS_BACKEND (and under JAX, XLA's CPU device count)
+    before Keras is imported. A backend that is not installed, or a process whose Keras already runs on another, is a
+    ConfigError naming it. Returns the backend."""
+    name = wanted(trainer)
+    current = running()
+    if current is not None:
+        if current != name:
+            raise ConfigError(f"trainer.backend={name}: Keras already runs on {current} in this process (a backend is "
+                              "chosen once, before Keras is imported: start a new process)")
+        return name
+    if importlib.util.find_spec(name) is None:
+        extra = ' (pip install -e ".[jax]")' if name == "jax" else ""
+        raise ConfigError(f"trainer.backend={name}: {name} is not installed{extra}")
+    os.environ["KERAS_BACKEND"] = name
+    count = trainer.get("cpu_devices") or 1
+    if name == "jax" and count > 1 and "jax" not in sys.modules:
+        flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
+        os.environ["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={count}"])
+    return name
+
+
+def resolved_source(source: str, backend: str) -> str:
+    """`backbone.source` on a Keras backend: auto is the notebook's `efficientnet` package on TensorFlow (the only
+    backend it runs on) and keras.applications (`keras`) on any other."""
+    if source != "auto":
+        return source
+    return "efficientnet" if backend == "tensorflow" else "keras"
