@@ -26,13 +26,11 @@ def _main(cfg: DictConfig) -> float:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported, also under `hms-train`
     from hydra.core.hydra_config import HydraConfig
 
-    from .backends import select
     from .cv import run_cv
     from .dataset import DataError
 
     try:
         validate(cfg)
-        select(cfg.trainer)  # before Keras is imported
         return run_cv(cfg, overrides=list(HydraConfig.get().overrides.task))
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)

@@ -108,9 +108,6 @@ class Representation:
                               f"{', '.join(self.augmentations)}; time_shift, channel_dropout and amplitude are for raw-EEG "
                               "signals, coarse_dropout for tiles)")
 
-    def describe(self) -> str:
-        return f"input.mix={self.name} ({self.family} backbones: {', '.join(FAMILIES[self.family])})"
-
 
 _REGISTRY: dict[str, type[Representation]] = {}
 
