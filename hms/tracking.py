@@ -228,4 +228,20 @@ def log_dataset(client, run_id: str, frame, name: str, source: str, digest: str,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # MLflow's hint about integer columns in an inferred schema
         entity = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest)._to_mlflow_entity()
-    client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])])
+    inputs = [DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])]
+    for attempt in range(5):
+        try:
+            client.log_inputs(run_id, datasets=inputs)
+            return
+        except Exception as error:  # noqa: BLE001 - only a lost insert race is retried
+            # MLflow looks the dataset up, then inserts it: two runs logging the same new dataset at once race, and
+            # the loser's transaction fails on the unique key and rolls back. Again, it finds the winner's row.
+            if attempt == 4 or not _lost_insert_race(error):
+                raise
+
+
+def _lost_insert_race(error: BaseException) -> bool:
+    from sqlalchemy.exc import IntegrityError
+
+    text = str(error)
+    return isinstance(error.__cause__, IntegrityError) or "UNIQUE constraint failed" in text or "duplicate key value" in text
