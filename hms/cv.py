@@ -352,11 +352,13 @@ def run_cv(cfg: DictConfig, tags: dict | None = None, on_fold=None, overrides=()
     `overrides` (the command line's) are checked against a resumed run's own config."""
     from .devices import configure, precision_policy
 
-    client = tracking.client_for(cfg.tracking)
+    # Everything that can be refused (config, backend, data files, folds) is checked before a run is recorded, and a
+    # new run's backend before its store is opened (a resumed run's comes from its own config, in the store).
+    client = tracking.client_for(cfg.tracking) if cfg.resume else None
     if cfg.resume:
         cfg = resumed_config(client, cfg.resume, cfg, overrides)
-    # Everything that can be refused (config, backend, data files, folds) is checked before a run is recorded.
     cfg = on_backend(cfg)
+    client = client or tracking.client_for(cfg.tracking)
     devices = configure(cfg.trainer)
     data = load_training_data(cfg)
     parent = open_parent(client, cfg, tags)

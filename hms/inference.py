@@ -247,9 +247,21 @@ def member_predictions(member, data_cfg: DictConfig, root, test: pd.DataFrame, b
             except Exception as error:  # noqa: BLE001 - a damaged or mismatched file is named
                 raise PredictError(f"{path}: cannot load into {cfg.backbone.name} on input.mix={cfg.input.mix}, tiles "
                                    f"{list(cfg.input.tile)} ({type(error).__name__}: {error})") from None
-            folds.append(predict_views(model, batches, representation.views()))
+            predicted = predict_views(model, batches, representation.views())
+            broken = ~np.isfinite(predicted).all(axis=1)
+            if broken.any():  # a model's NaN is never passed off as a bad file's mean prediction
+                raise PredictError(f"{path}: predicted non-finite probabilities for {int(broken.sum())} of {len(broken)} "
+                                   f"test rows (eeg_id {test.eeg_id.to_numpy()[rows][broken][:5].tolist()}) under "
+                                   f"{_backend()}")
+            folds.append(predicted)
     out[rows] = np.mean(folds, axis=0)
     return out
+
+
+def _backend() -> str:
+    import keras
+
+    return f"the {keras.backend.backend()} backend"
 
 
 def predict(bundle: dict, cfg: DictConfig) -> pd.DataFrame:

@@ -114,3 +114,118 @@ def test_what_jax_cannot_run_is_refused_by_name_before_a_run_is_recorded(overrid
     done = run_module("hms.train", *overrides, f"paths.root={tmp_path}", cwd=tmp_path)
     assert done.returncode == 2 and message.split(",")[0].split(" (")[0] in done.stderr
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_backend_that_is_not_installed_is_refused_by_name_before_a_run_is_recorded(tmp_path):
+    """As in an install without the `jax` extra: Python's own way of making a module unimportable
+    (`sys.modules[name] = None`) hides JAX from the process, which then starts `hms.train` as `-m` would."""
+    import subprocess
+    import sys
+
+    start = "import runpy, sys; sys.modules['jax'] = None; runpy.run_module('hms.train', run_name='__main__')"
+    done = subprocess.run([sys.executable, "-c", start, "trainer.backend=jax", f"paths.root={tmp_path}"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert 'trainer.backend=jax: jax is not installed (pip install -e ".[jax]")' in done.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+# A mixed_float16 model on inputs whose first batch-norm sees a variance far beyond float16's largest value (65504):
+# one training step under loss scaling, then the recalibration hms runs after training. Prints what the test checks.
+FLOAT16 = """
+import json, sys
+import numpy as np
+from hms import backends
+from hms.config import compose
+cfg = compose(["input=eeg1d", "backbone=eeg1d_cnn", "input.signal.rate=20", "input.signal.high=8", f"trainer.backend={sys.argv[1]}"])
+backends.select(cfg.trainer)
+import keras
+from hms.cv import _compile
+from hms.devices import precision_policy
+from hms.metrics import kl_loss
+from hms.models import batch_norm_layers, recalibrate_batch_norm
+from hms.representations import model_for
+with precision_policy("mixed_float16"):
+    model = model_for(cfg)
+    _compile(model, 1e-3)
+rng = np.random.default_rng(0)
+x = (rng.normal(size=(16, *model.inputs[0].shape[1:])) * 2000).astype("float32")
+y = rng.dirichlet(np.ones(6), size=16).astype("float32")
+loss = model.train_on_batch(x, y)
+recalibrate_batch_norm(model, [(x, y)])
+out = model(x, training=False)
+variances = [keras.ops.convert_to_numpy(layer.moving_variance) for layer in batch_norm_layers(model)]
+print(json.dumps({"loss": float(np.asarray(loss).ravel()[0]), "loss_dtype": str(keras.ops.convert_to_numpy(kl_loss(y, out)).dtype),
+                  "output_dtype": str(keras.ops.convert_to_numpy(out).dtype), "finite_output": bool(np.isfinite(keras.ops.convert_to_numpy(out)).all()),
+                  "scaled": type(model.optimizer).__name__, "compute": model.layers[2].compute_dtype,
+                  "finite_variances": all(bool(np.isfinite(v).all()) for v in variances),
+                  "largest_variance": max(float(v.max()) for v in variances)}))
+"""
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_float16_keeps_the_softmax_loss_and_batch_norm_statistics_in_float32(backend, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", FLOAT16, backend], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["compute"] == "float16" and seen["scaled"] == "LossScaleOptimizer", seen
+    assert seen["output_dtype"] == "float32" and seen["loss_dtype"] == "float32" and seen["finite_output"], seen
+    assert seen["finite_variances"] and seen["largest_variance"] > 65504, seen  # beyond float16, kept in float32
+    assert np.isfinite(seen["loss"]), seen
+
+
+def test_a_jax_run_killed_mid_fold_resumes_on_jax_from_its_own_config(synthetic_root, tmp_path):
+    """Resume under JAX: the run is killed (SIGKILL) the moment fold 1 starts; `resume=` alone, with no backend
+    given, continues it on the backend the run recorded, keeping fold 0."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-m", "hms.train", *RUN, f"data.root={synthetic_root}", f"paths.root={tmp_path}",
+                                *ON["jax"]], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    output = []
+    for line in process.stdout:
+        output.append(line)
+        if line.startswith("fold 1: training"):
+            break
+    assert process.poll() is None, "".join(output)[-3000:]
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    client, run, folds = cv_run(tmp_path)
+    kept = [r.info.run_id for r in folds if r.data.tags["hms.fold"] == "0" and r.info.status == "FINISHED"]
+    assert len(kept) == 1 and run.data.params["trainer.backend"] == "jax"
+
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    done = run_module("hms.train", f"resume={run.info.run_id}", f"paths.root={tmp_path}", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "fold 0: finished earlier, kept" in done.stdout and "JAX DataParallel x2" in done.stdout
+    client, run, folds = cv_run(tmp_path)
+    assert run.info.status == "FINISHED" and np.isfinite(run.data.metrics["cv_kl"])
+    assert sorted((r.data.tags["hms.fold"], r.info.status) for r in folds) == [("0", "FINISHED"), ("1", "FAILED"), ("1", "FINISHED")]
+    assert [r.info.run_id for r in folds if r.data.tags["hms.fold"] == "0"] == kept  # not retrained
+
+
+def test_a_sweep_runs_its_trials_on_jax(synthetic_root, tmp_path):
+    import optuna
+
+    space = tmp_path / "jax.yaml"
+    base = ", ".join(f'"{o}"' for o in [*RUN, *ON["jax"]] if not o.startswith("trainer.cpu_devices"))
+    space.write_text(f"study: jaxsweep\ndirection: minimize\nsampler: {{name: random, seed: 0}}\nbase: [{base}]\n"
+                     "params:\n  backbone.dropout: {type: float, low: 0.0, high: 0.5}\n")
+    storage = f"sqlite:///{tmp_path}/study.db"
+    done = run_module("hms.sweep", "launch", space, "--trials", "2", "--storage", storage, "--", "data=kaggle",
+                      f"data.root={synthetic_root}", f"paths.root={tmp_path}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    study = optuna.load_study(study_name="jaxsweep", storage=storage)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    client = store_client(tmp_path)
+    experiment = client.get_experiment_by_name("hms").experiment_id
+    trials = client.search_runs([experiment], "tags.`hms.run_type` = 'cv'")
+    assert len(trials) == 2 and {r.data.params["trainer.backend"] for r in trials} == {"jax"}
+    assert sorted(r.data.metrics["cv_kl"] for r in trials) == pytest.approx(sorted(t.value for t in study.trials))
