@@ -77,6 +77,21 @@ class FlipAugment:
         return {"image": x}
 
 
+def reseeded(augment, seed):
+    """A copy of an augmentation (an albumentations pipeline, or one of ours with an `rng`) drawing from `seed`. The
+    batches of an epoch are built by several threads in any order: each batch augments with its own copy, seeded by
+    the epoch and the batch, so a run draws the same augmentations whichever thread builds which batch."""
+    import copy
+
+    if hasattr(augment, "set_random_seed"):
+        copied = copy.deepcopy(augment)
+        copied.set_random_seed(seed)
+        return copied
+    copied = copy.copy(augment)
+    copied.rng = np.random.default_rng(seed)
+    return copied
+
+
 def build_augmentation(cfg, seed: int | None = None):
     """An albumentations pipeline for (H, W, C) float32 tiles, or None when nothing is enabled.
 

@@ -45,6 +45,7 @@ class TileBatches(keras.utils.PyDataset):
     def _draw(self) -> None:
         self.order = self.rng.permutation(len(self.targets)) if self.shuffle else np.arange(len(self.targets))
         self.rows = np.array([c[self.rng.integers(len(c))] if len(c) > 1 else c[0] for c in self.candidates])
+        self.epoch_seed = int(self.rng.integers(2**31))  # each batch's augmentations are drawn from it and the index
 
     def __len__(self) -> int:
         return int(np.ceil(len(self.targets) / self.batch_size))
@@ -57,7 +58,12 @@ class TileBatches(keras.utils.PyDataset):
         picked = self.order[index * self.batch_size:(index + 1) * self.batch_size]
         if len(picked) % self.multiple:
             picked = np.concatenate([picked, picked[np.arange(self.multiple - len(picked) % self.multiple) % len(picked)]])
-        x, y = self.tiles(self.rows[picked]), self.targets[picked]
+        augment = None
+        if self.augment is not None:
+            from .augment import reseeded
+
+            augment = reseeded(self.augment, int(np.random.SeedSequence([self.epoch_seed, index]).generate_state(1)[0]))
+        x, y = self.tiles(self.rows[picked], augment), self.targets[picked]
         if self.mixup > 0 and len(picked) > 1:
             # Its own generator per batch (seeded by the epoch's draw and the index): threads may build batches
             # in any order, and the same batch is mixed the same way.
@@ -73,9 +79,10 @@ class TileBatches(keras.utils.PyDataset):
             x = tuple(np.ascontiguousarray(a) for a in x) if isinstance(x, tuple) else np.ascontiguousarray(x)
         return x, y
 
-    def tiles(self, rows: np.ndarray):
-        """The inputs of cache `rows` (augmented if configured), kinds side by side on the channel axis: one array,
-        or a tuple of one array per input where the sources differ in shape."""
+    def tiles(self, rows: np.ndarray, augment=False):
+        """The inputs of cache `rows` (augmented by `augment`, or by the batches' own augmentation if not given), kinds
+        side by side on the channel axis: one array, or a tuple of one array per input where the sources differ in shape."""
+        augment = self.augment if augment is False else augment
         order = np.argsort(rows)  # read the memory maps in file order
         inputs = []
         for group, shape in zip(self.groups, self.shapes):
@@ -88,13 +95,13 @@ class TileBatches(keras.utils.PyDataset):
             inputs.append(x)
         if len(inputs) == 1:
             x = inputs[0]
-            if self.augment is not None:
+            if augment is not None:
                 for i in range(len(x)):
-                    x[i] = self.augment(image=x[i])["image"]
+                    x[i] = augment(image=x[i])["image"]
             return x
-        if self.augment is not None:
+        if augment is not None:
             for i in range(len(rows)):
-                for x, part in zip(inputs, self.augment(image=tuple(x[i] for x in inputs))["image"]):
+                for x, part in zip(inputs, augment(image=tuple(x[i] for x in inputs))["image"]):
                     x[i] = part
         return tuple(inputs)
 
