@@ -10,6 +10,8 @@ the baselines, OOF file, plots, hms.learned). `run_cv` strings them together; `h
 from __future__ import annotations
 
 import math
+import os
+import socket
 import sys
 import tempfile
 import time
@@ -212,17 +214,18 @@ def _finished_folds(client, parent_id: str) -> dict[int, pd.DataFrame]:
     return done
 
 
-RESUME_FREE = ("resume", "tracking")  # what a resume command line may set: the rest is the run's own config
+# What a resume command line may set (the rest is the run's own config): where it records, and its fold workers.
+RESUME_FREE = ("resume", "tracking", "cv.workers", "cv.queue", "cv.heartbeat")
 
 
-def resumed_config(client, run_id: str, cfg: DictConfig, overrides=()) -> DictConfig:
+def resumed_config(client, run_id: str, cfg: DictConfig, overrides=(), free=None) -> DictConfig:
     """The run's own config. A command-line override that asks for something else is an error, not ignored."""
     with tempfile.TemporaryDirectory() as tmp:
         stored = OmegaConf.load(client.download_artifacts(run_id, "config.yaml", tmp))
     changed = []
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+~")
-        if key.split(".")[0] in RESUME_FREE or key.startswith("hydra"):
+        if any(key == f or key.startswith(f + ".") for f in free or RESUME_FREE) or key.startswith("hydra"):
             continue
         asked, own = (OmegaConf.select(c, key) for c in (cfg, stored))
         as_plain = lambda v: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v  # noqa: E731
@@ -231,6 +234,10 @@ def resumed_config(client, run_id: str, cfg: DictConfig, overrides=()) -> DictCo
     if changed:
         raise ConfigError(f"resume={run_id} continues the run with its own config; these overrides ask for something else: "
                           f"{'; '.join(changed)}. Drop them, or start a new run.")
+    for override in overrides:  # what the command may set, it sets
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key not in ("resume", "join") and not key.startswith(("tracking", "hydra")):
+            OmegaConf.update(stored, key, OmegaConf.select(cfg, key), merge=False)
     stored.resume = run_id
     stored.tracking = cfg.tracking
     return stored
@@ -352,18 +359,26 @@ def run_cv(cfg: DictConfig, tags: dict | None = None, on_fold=None, overrides=()
     `overrides` (the command line's) are checked against a resumed run's own config."""
     from .devices import configure, precision_policy
 
+    if cfg.get("join"):
+        return join_run(cfg, overrides)
     # Everything that can be refused (config, backend, data files, folds) is checked before a run is recorded, and a
     # new run's backend before its store is opened (a resumed run's comes from its own config, in the store).
     client = tracking.client_for(cfg.tracking) if cfg.resume else None
     if cfg.resume:
         cfg = resumed_config(client, cfg.resume, cfg, overrides)
     cfg = on_backend(cfg)
+    parallel = cfg.cv.get("workers", 1) > 1
+    if parallel and on_fold is not None:
+        raise ConfigError("cv.workers > 1 trains a run's folds in parallel processes, but a sweep prunes its trials fold by "
+                          "fold in one process: leave cv.workers at 1 and run trials side by side with hms.sweep --workers")
     client = client or tracking.client_for(cfg.tracking)
-    devices = configure(cfg.trainer)
+    devices = None if parallel else configure(cfg.trainer)  # the workers configure their own
     data = load_training_data(cfg)
     parent = open_parent(client, cfg, tags)
     parent_id = parent.run_id
     log.info(f"MLflow run {parent_id} (experiment {parent.experiment}) at {tracking.tracking_uri(cfg.tracking)}")
+    if parallel:
+        return coordinate(client, cfg, data, parent)
     log.info(f"training on {devices.description}")
     with tracking.failing(client, parent_id), logs.run_log(client, parent_id):
         if not cfg.resume:
@@ -376,9 +391,176 @@ def run_cv(cfg: DictConfig, tags: dict | None = None, on_fold=None, overrides=()
         log.info(score_line(scores) + f"  over {len(oof)} out-of-fold rows")
         if not learned:
             log.warning(not_learned_warning(scores))
-    log.info(f"view it: run `{tracking.ui_command(cfg.tracking)}` and open "
-             f"{tracking.ui_address(cfg.tracking, parent.experiment, parent_id)}")
+    log.info(_view_line(cfg, parent))
     return scores["cv_kl"]
+
+
+def _view_line(cfg, parent: Parent) -> str:
+    return (f"view it: run `{tracking.ui_command(cfg.tracking)}` and open "
+            f"{tracking.ui_address(cfg.tracking, parent.experiment, parent.run_id)}")
+
+
+# --- folds in parallel processes (cv.workers, join=) ------------------------------------------------------------
+
+def queue_storage(cfg) -> str:
+    from .foldqueue import default_storage
+
+    return cfg.cv.get("queue") or default_storage(cfg.paths.sweeps)
+
+
+def coordinate(client, cfg, data: TrainingData, parent: Parent) -> float:
+    """`cv.workers=N`: queue the run's folds, start N `hms.train join=<run>` workers (each on its own GPU where there
+    are any; on a CPU they share its cores), wait for them and return the CV KL their last one recorded."""
+    import os
+    import subprocess
+
+    from .foldqueue import TAG, FoldQueue
+    from .sweep import _visible_gpus
+
+    url = queue_storage(cfg)
+    with tracking.failing(client, parent.run_id):
+        if not cfg.resume:
+            log_training_data(client, parent.run_id, cfg, data)
+        todo = [f for f in planned_folds(cfg) if f not in parent.done]
+        queue = FoldQueue.create(url, parent.run_id, todo, cfg.cv.heartbeat)
+        client.set_tag(parent.run_id, TAG, queue.name)
+        client.set_tag(parent.run_id, "hms.fold_queue_storage", tracking.redact(url))
+    log.info(f"fold queue {queue.name} at {tracking.redact(url)}: folds {todo} for {cfg.cv.workers} workers; more can join "
+             f"from any machine with `python -m hms.train join={parent.run_id} cv.queue=<that storage>`")
+    gpus = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g] or _visible_gpus()
+    threads = max(1, (os.cpu_count() or 1) // cfg.cv.workers)
+    processes = []
+    for w in range(cfg.cv.workers):
+        env = {**os.environ, "HMS_WORKER": str(w), "KERAS_BACKEND": cfg.trainer.backend,
+               "MLFLOW_TRACKING_URI": tracking.tracking_uri(cfg.tracking), "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = gpus[w % len(gpus)]
+        else:  # share the cores instead of each worker's thread pools taking all of them
+            env.update(OMP_NUM_THREADS=str(threads), TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS="1")
+        processes.append(subprocess.Popen([sys.executable, "-m", "hms.train", f"join={parent.run_id}", f"cv.queue={url}"],
+                                          env=env))
+    codes = [p.wait() for p in processes]
+    run = client.get_run(parent.run_id)
+    for w, code in enumerate(codes):
+        if code and run.info.status == "FINISHED":
+            log.warning(f"fold worker {w} ended with exit code {code}; the others trained its fold again")
+    if run.info.status != "FINISHED":
+        error = run.data.tags.get("hms.error", "")
+        raise RuntimeError(f"the fold workers ended (exit codes {codes}) without finishing run {parent.run_id}"
+                           f"{': ' + error if error else ''}. Continue it with `python -m hms.train join={parent.run_id}` "
+                           "(more workers) or `resume=` (a fresh queue).")
+    scores = run.data.metrics
+    log.info(score_line(scores))
+    log.info(_view_line(cfg, parent))
+    return scores["cv_kl"]
+
+
+JOIN_FREE = ("join", "tracking", "paths", "cv.queue", "cv.workers", "cv.heartbeat", "data.root", "data.cache_dir",
+             "data.workers", "trainer.workers")  # where things are on the joining machine, not what the run trains
+
+
+def join_run(cfg: DictConfig, overrides=()) -> float:
+    """`join=<run>`: a fold worker. Claims the run's folds from its queue until none is left, trains and records each,
+    and the one that finds the last fold done finishes the run. Returns the run's CV KL."""
+    from .devices import configure, precision_policy
+    from .foldqueue import TAG, FoldQueue
+
+    run_id = cfg.join
+    client = tracking.client_for(cfg.tracking)
+    cfg = resumed_config(client, run_id, cfg, overrides, free=JOIN_FREE)
+    cfg.resume, cfg.join = None, run_id
+    cfg = on_backend(cfg)
+    run = client.get_run(run_id)
+    name = run.data.tags.get(TAG)
+    if name is None:
+        raise ConfigError(f"join={run_id}: the run was not started with cv.workers > 1, so it has no fold queue "
+                          f"(continue it with resume={run_id})")
+    queue = FoldQueue.open(queue_storage(cfg), name, cfg.cv.heartbeat)
+    parent = Parent(run_id, run.info.experiment_id, cfg)
+    if queue.finished():
+        log.info(f"run {run_id} is finished: nothing left to train")
+        return client.get_run(run_id).data.metrics["cv_kl"]
+    devices = configure(cfg.trainer)
+    data = load_training_data(cfg)
+    recorded = {i.dataset.digest for i in run.inputs.dataset_inputs if i.dataset.name == f"{cfg.data.name}-train"}
+    if recorded and data.digest not in recorded:
+        raise ConfigError(f"join={run_id}: the data under {data.root} (digest {data.digest}) is not the data the run "
+                          f"trains on (digest {', '.join(sorted(recorded))}); point data.root at the same files")
+    worker = os.environ.get("HMS_WORKER") or f"{socket.gethostname()}-{os.getpid()}"
+    log.info(f"worker {worker} joins run {run_id} (queue {queue.name}) on {devices.description}")
+    with tracking.failing(client, run_id), logs.run_log(client, run_id, prefix=f"worker{worker}-"):
+        with precision_policy(devices.precision), devices.running():
+            scores = _work(client, cfg, devices, data, parent, queue, worker)
+    if scores is None:  # another worker finished the run
+        scores = client.get_run(run_id).data.metrics
+    log.info(f"worker {worker}: no fold left")
+    return scores["cv_kl"]
+
+
+def _work(client, cfg, devices, data: TrainingData, parent: Parent, queue, worker: str):
+    """Claim and train folds until the run is finished; returns the scores if this worker finished it."""
+    from .foldqueue import FINISH, QueueError
+
+    trainer = _FoldTrainer(client, cfg, devices, data, parent, tags={"hms.worker": worker})
+    first = planned_folds(cfg)[0]
+    scores = None
+    while True:
+        for dead in queue.reap():
+            run_id = dead.user_attrs.get("mlflow_run_id")
+            fold = queue.fold_of(dead)
+            if run_id and client.get_run(run_id).info.status == "RUNNING":
+                tracking.fail_run(client, run_id, RuntimeError(
+                    f"the worker training fold {fold} died (no heartbeat for {3 * cfg.cv.heartbeat:g} s); the fold is trained again"))
+            log.info(f"fold {fold}: its worker died; queued again")
+        errors = queue.errors()
+        if errors:
+            raise QueueError(f"run {parent.run_id}: {errors[0]}; continue the run with resume={parent.run_id} once it is fixed")
+        claim = queue.claim()
+        if claim is None:
+            if queue.finished():
+                return scores
+            time.sleep(min(2.0, cfg.cv.heartbeat))
+            continue
+        with queue.holding(claim):
+            if claim.fold == FINISH:
+                scores = _finish_from_store(client, cfg, parent, trainer.baselines)
+                continue
+            child_id = trainer.open(claim.fold)
+            queue.note(claim, "mlflow_run_id", child_id)
+            trainer.train(claim.fold, first=claim.fold == first, child_id=child_id)
+            if claim.fold == first and trainer.example is not None:
+                from . import plots
+
+                tracking.log_figures(client, parent.run_id, {"input_montage.png": plots.montage(
+                    trainer.example, "one validation input as the backbone sees it")})
+
+
+def _finish_from_store(client, cfg, parent: Parent, baselines) -> dict:
+    """The finishing step of a run whose folds were trained by workers: every planned fold's OOF rows and learning
+    curves read back from its FINISHED fold run, then `finish_parent`. A missing fold is an error, never a smaller
+    average."""
+    done = _finished_folds(client, parent.run_id)
+    folds = planned_folds(cfg)
+    missing = [f for f in folds if f not in done]
+    if missing:
+        raise RuntimeError(f"run {parent.run_id}: folds {missing} have no FINISHED fold run, so the run cannot be scored")
+    histories = {f: _stored_history(client, parent.run_id, f) for f in folds}
+    scores, oof, learned = finish_parent(client, parent.run_id, FoldResults([done[f] for f in folds], baselines, histories,
+                                                                            None, False))
+    log.info(score_line(scores) + f"  over {len(oof)} out-of-fold rows")
+    if not learned:
+        log.warning(not_learned_warning(scores))
+    log.info(_view_line(cfg, parent))
+    return scores
+
+
+def _stored_history(client, parent_id: str, fold: int) -> dict:
+    """A finished fold's per-epoch loss, val_loss and val_kl, as its run recorded them."""
+    [child] = [r for r in client.search_runs([client.get_run(parent_id).info.experiment_id],
+                                             f"tags.mlflow.parentRunId = '{parent_id}' and tags.`hms.fold` = '{fold}' "
+                                             "and attributes.status = 'FINISHED'")]
+    return {key: [m.value for m in sorted(client.get_metric_history(child.info.run_id, key), key=lambda m: m.step)]
+            for key in ("loss", "val_loss", "val_kl")}
 
 
 def on_backend(cfg: DictConfig) -> DictConfig:
@@ -396,43 +578,67 @@ def on_backend(cfg: DictConfig) -> DictConfig:
 def _fold_loop(client, cfg, devices, data: TrainingData, parent: Parent, on_fold) -> FoldResults:
     """Train the planned folds a parent run has not finished; returns what `finish_parent` takes.
     A fold that fails has its child run marked FAILED before the error goes on."""
-    from .models import resolved_recipe
-    from .representations import representation_for
-
-    representation = representation_for(cfg)
     folds = planned_folds(cfg)
-    histories, parts, example, fresh_model, stopped = {}, [], None, None, False
-    baselines = RunBaselines(data.samples, data.sources, data.fixed_rows, features=representation.baseline_features)
+    trainer = _FoldTrainer(client, cfg, devices, data, parent)
+    parts, stopped = [], False
     for fold in folds:
         if fold in parent.done:
             log.info(f"fold {fold}: finished earlier, kept")
             parts.append(parent.done[fold])
             continue
-        child_id = client.create_run(parent.experiment, run_name=f"fold {fold}", tags=tracking.run_tags({
-            "mlflow.parentRunId": parent.run_id, "hms.fold": str(fold), "hms.run_type": "fold"})).info.run_id
-        log.info(f"fold {fold}: training (MLflow run {child_id})")
-        with tracking.failing(client, child_id):
-            if fresh_model is None:
-                steps = _steps_per_epoch(cfg, data.samples)
-                fresh_model = FreshModel(cfg, devices, steps)
-                client.set_tag(parent.run_id, "hms.dtypes", model_dtypes(fresh_model.model))
-                # What `auto` became for this run, beside the config's own params.
-                recipe = resolved_recipe(cfg.backbone, steps)
-                tracking.log_params(client, parent.run_id, {f"recipe.{k}": str(v) for k, v in recipe.items()})
-            model, rows, predictions, val = train_fold(cfg, devices, data, fold, fresh_model, client, child_id,
-                                                       histories.setdefault(fold, {}))
-            part = oof_frame(data.samples, rows, predictions)
-            scores = record_fold(client, parent, child_id, fold, part, model, baselines)
-        log.info(f"fold {fold}: KL {scores['kl']:.4f}  prior_kl {scores['prior_kl']:.4f}  baseline_kl {scores['baseline_kl']:.4f}")
+        part, scores = trainer.train(fold, first=trainer.fresh_model is None)
         parts.append(part)
-        if example is None:
-            example = representation.picture(model, val[0][0])
         if on_fold is not None and on_fold(fold, scores["kl"], parent.run_id):
             stopped = fold != folds[-1]
             if stopped:
                 log.info(f"stopped after fold {fold} (pruned)")
                 break
-    return FoldResults(parts, baselines, histories, example, stopped)
+    return FoldResults(parts, trainer.baselines, trainer.histories, trainer.example, stopped)
+
+
+class _FoldTrainer:
+    """Trains and records one fold at a time into a parent run: its child run, weights, OOF rows and scores. The
+    first fold it is told is the run's first (`first=True`) also records the model's dtypes, the resolved recipe and
+    the input picture, once per run whichever process trains it."""
+
+    def __init__(self, client, cfg, devices, data: TrainingData, parent: Parent, tags: dict | None = None):
+        from .representations import representation_for
+
+        self.client, self.cfg, self.devices, self.data, self.parent = client, cfg, devices, data, parent
+        self.tags = tags or {}
+        self.representation = representation_for(cfg)
+        self.baselines = RunBaselines(data.samples, data.sources, data.fixed_rows, features=self.representation.baseline_features)
+        self.histories, self.example, self.fresh_model = {}, None, None
+
+    def open(self, fold: int) -> str:
+        child_id = self.client.create_run(self.parent.experiment, run_name=f"fold {fold}", tags=tracking.run_tags({
+            "mlflow.parentRunId": self.parent.run_id, "hms.fold": str(fold), "hms.run_type": "fold", **self.tags})).info.run_id
+        by = f", worker {self.tags['hms.worker']} pid {os.getpid()}" if "hms.worker" in self.tags else ""
+        log.info(f"fold {fold}: training (MLflow run {child_id}{by})")
+        return child_id
+
+    def train(self, fold: int, first: bool, child_id: str | None = None):
+        from .models import resolved_recipe
+
+        client, cfg, parent = self.client, self.cfg, self.parent
+        child_id = child_id or self.open(fold)
+        with tracking.failing(client, child_id):
+            if self.fresh_model is None:
+                steps = _steps_per_epoch(cfg, self.data.samples)
+                self.fresh_model = FreshModel(cfg, self.devices, steps)
+            if first:
+                client.set_tag(parent.run_id, "hms.dtypes", model_dtypes(self.fresh_model.model))
+                # What `auto` became for this run, beside the config's own params.
+                recipe = resolved_recipe(cfg.backbone, _steps_per_epoch(cfg, self.data.samples))
+                tracking.log_params(client, parent.run_id, {f"recipe.{k}": str(v) for k, v in recipe.items()})
+            model, rows, predictions, val = train_fold(cfg, self.devices, self.data, fold, self.fresh_model, client, child_id,
+                                                       self.histories.setdefault(fold, {}))
+            part = oof_frame(self.data.samples, rows, predictions)
+            scores = record_fold(client, parent, child_id, fold, part, model, self.baselines)
+        log.info(f"fold {fold}: KL {scores['kl']:.4f}  prior_kl {scores['prior_kl']:.4f}  baseline_kl {scores['baseline_kl']:.4f}")
+        if first:
+            self.example = self.representation.picture(model, val[0][0])
+        return part, scores
 
 
 def _log_plots(client, run_id, histories, oof, example) -> None:

@@ -62,12 +62,12 @@ def get(name: str) -> logging.Logger:
 
 
 @contextlib.contextmanager
-def run_log(client, run_id: str):
+def run_log(client, run_id: str, prefix: str = ""):
     """Write the `hms` messages of the block, DEBUG and up, to a file uploaded to `run_id` as `logs/<start>.log`
     when the block ends, also when it raises (the error is logged first)."""
     logger = logging.getLogger(ROOT)
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"{time.strftime('%Y%m%d-%H%M%S')}.log"
+        path = Path(tmp) / f"{prefix}{time.strftime('%Y%m%d-%H%M%S')}.log"
         handler = logging.FileHandler(path, encoding="utf-8")
         handler.setLevel(logging.DEBUG)
         handler.setFormatter(logging.Formatter(FILE_FORMAT))

@@ -85,6 +85,9 @@ class CVSchema:
     stage2: bool = False
     stage2_epochs: int = field(default=2, metadata=_at_least(1))
     stage2_lr: float = field(default=1e-4, metadata=_at_least(0.0))
+    workers: int = field(default=1, metadata=_at_least(1))
+    queue: Optional[str] = None
+    heartbeat: float = field(default=20.0, metadata=_at_least(1.0))
 
 
 @dataclass
@@ -160,6 +163,7 @@ class TrackingSchema:
 class RootSchema:
     seed: int = 42
     resume: Optional[str] = None
+    join: Optional[str] = None
     paths: Any = MISSING
     data: Any = MISSING
     backbone: Any = MISSING

@@ -28,6 +28,7 @@ def _main(cfg: DictConfig) -> float:
 
     from .cv import run_cv
     from .dataset import DataError
+    from .foldqueue import QueueError
 
     try:
         validate(cfg)
@@ -37,6 +38,9 @@ def _main(cfg: DictConfig) -> float:
         sys.exit(2)
     except DataError as error:
         print(f"data error: {error}", file=sys.stderr)
+        sys.exit(1)
+    except QueueError as error:
+        print(f"fold queue: {error}", file=sys.stderr)
         sys.exit(1)
 
 

@@ -1,0 +1,210 @@
+"""The folds of one CV run as a queue that worker processes claim from (`cv.workers`, `join=`), each fold exactly once.
+
+The queue is an Optuna study in an RDB storage (the sweeps' SQLite files by default, PostgreSQL across machines):
+one enqueued trial per fold to train and one for the finishing step. What makes each step run once:
+
+- A claim is Optuna's own compare-and-set, `storage.set_trial_state_values(trial, RUNNING)`: it succeeds only
+  for a WAITING trial, in one transaction, so of two workers claiming the same trial one gets it and the other
+  tries the next (or gets a storage error from a locked SQLite file, and tries again later).
+- A worker sends a heartbeat for the trial it holds. A trial whose heartbeat lapses (its worker was killed, or its
+  machine lost) is failed by the first worker that looks (`optuna.storages.fail_stale_trials`), and
+  `RetryHeartbeatStaleTrialCallback` queues a copy of it, which any worker then claims.
+- The finishing step (OOF, scores, plots, the parent run's end) is claimable only once every fold's trial is
+  COMPLETE, so it runs once, in whichever worker finds the last fold done.
+- Only the process that opens the queue (`hms.train cv.workers=N`, or `resume=` with workers) enqueues; workers
+  that join never do, so no fold is queued twice.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+FINISH = -1  # the "fold" number of the finishing step
+TAG = "hms.fold_queue"  # the parent run's tag naming its queue: "<study name> @ <storage URL, redacted>"
+
+
+class QueueError(RuntimeError):
+    """A fold failed with an error of its own (not a dead worker), or the queue cannot be found."""
+
+
+def default_storage(folder) -> str:
+    """The embedded default: one SQLite file, `folds.db`, beside the sweeps' study files (`paths.sweeps`)."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{Path(folder).resolve() / 'folds.db'}"
+
+
+@dataclass
+class Claim:
+    trial_id: int
+    number: int
+    fold: int  # FINISH for the finishing step
+
+
+class FoldQueue:
+    """A CV run's fold queue (see the module's docstring)."""
+
+    def __init__(self, study, heartbeat: float):
+        self.study, self.heartbeat = study, heartbeat
+
+    @property
+    def storage(self):
+        return self.study._storage
+
+    @classmethod
+    def create(cls, url: str, run_id: str, folds, heartbeat: float) -> FoldQueue:
+        """A new queue for the run holding `folds` (those it has not finished) and the finishing step. Each call
+        makes a new study (`hms-folds-<run>-<n>`): a resumed run gets a fresh queue, never a second copy of a fold
+        in the old one."""
+        import optuna
+
+        from .search import open_storage
+
+        storage = open_storage(url, heartbeat)
+        taken = set(optuna.get_all_study_names(storage))
+        name = next(f"hms-folds-{run_id}-{n}" for n in range(len(taken) + 1) if f"hms-folds-{run_id}-{n}" not in taken)
+        with _quiet():
+            study = optuna.create_study(study_name=name, storage=storage)
+        study.set_user_attr("run_id", run_id)
+        study.set_user_attr("folds", [int(f) for f in folds])
+        for fold in [*folds, FINISH]:
+            study.enqueue_trial({"fold": int(fold)}, skip_if_exists=False)
+        return cls(study, heartbeat)
+
+    @classmethod
+    def open(cls, url: str, name: str, heartbeat: float) -> FoldQueue:
+        import optuna
+
+        from .search import open_storage
+
+        storage = open_storage(url, heartbeat)
+        if name not in optuna.get_all_study_names(storage):
+            raise QueueError(f"no fold queue {name!r} in {_redact(url)} (give the storage the run was started with: cv.queue=...)")
+        with _quiet():
+            return cls(optuna.load_study(study_name=name, storage=storage), heartbeat)
+
+    @property
+    def name(self) -> str:
+        return self.study.study_name
+
+    @property
+    def folds(self) -> list[int]:
+        return list(self.study.user_attrs["folds"])
+
+    def trials(self):
+        return self.study.get_trials(deepcopy=False)
+
+    @staticmethod
+    def fold_of(trial) -> int:
+        return int(trial.system_attrs["fixed_params"]["fold"])
+
+    def reap(self) -> list:
+        """Fail the trials whose worker stopped sending heartbeats (a copy of each is queued again); returns them."""
+        import optuna
+
+        before = {t.number for t in self.trials() if t.state == optuna.trial.TrialState.FAIL}
+        try:
+            with _quiet():
+                optuna.storages.fail_stale_trials(self.study)
+        except Exception:  # noqa: BLE001 - a busy SQLite file: the next look fails them
+            return []
+        return [t for t in self.trials() if t.state == optuna.trial.TrialState.FAIL and t.number not in before
+                and "hms.error" not in t.user_attrs]
+
+    def complete_folds(self) -> set[int]:
+        import optuna
+
+        return {self.fold_of(t) for t in self.trials() if t.state == optuna.trial.TrialState.COMPLETE}
+
+    def errors(self) -> list[str]:
+        """Folds that failed with an error of their own (each fails the run; a dead worker's fold is retried)."""
+        return [f"fold {self.fold_of(t)}: {t.user_attrs['hms.error']}" for t in self.trials() if "hms.error" in t.user_attrs]
+
+    def finished(self) -> bool:
+        return FINISH in self.complete_folds()
+
+    def claim(self) -> Claim | None:
+        """A WAITING fold trial, or the finishing step once every fold is complete; None if there is none now."""
+        import optuna
+
+        waiting = [t for t in self.trials() if t.state == optuna.trial.TrialState.WAITING]
+        done = self.complete_folds()
+        ready = [t for t in waiting if self.fold_of(t) != FINISH]
+        if not ready and set(self.folds) <= done:
+            ready = [t for t in waiting if self.fold_of(t) == FINISH]
+        for trial in sorted(ready, key=lambda t: t.number):
+            try:
+                won = self.storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.RUNNING)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
+            except Exception:  # noqa: BLE001 - a locked SQLite file: another worker is claiming; look again later
+                return None
+            if won:
+                self.storage.record_heartbeat(trial._trial_id)
+                return Claim(trial._trial_id, trial.number, self.fold_of(trial))
+        return None
+
+    @contextmanager
+    def holding(self, claim: Claim):
+        """Heartbeats for the claim while the block runs; the trial COMPLETE after it, or FAIL with the error."""
+        import optuna
+
+        stop = threading.Event()
+
+        def beat():
+            while not stop.wait(self.heartbeat):
+                try:
+                    self.storage.record_heartbeat(claim.trial_id)
+                except Exception:  # noqa: BLE001 - one missed beat; the grace period is three
+                    pass
+
+        thread = threading.Thread(target=beat, name=f"heartbeat-trial{claim.number}", daemon=True)
+        thread.start()
+        try:
+            yield
+        except BaseException as error:
+            stop.set()
+            if isinstance(error, Exception):
+                self.storage.set_trial_user_attr(claim.trial_id, "hms.error", f"{type(error).__name__}: {error}"[:2000])
+                self.storage.set_trial_state_values(claim.trial_id, optuna.trial.TrialState.FAIL)
+            raise
+        else:
+            stop.set()
+            self.storage.set_trial_state_values(claim.trial_id, optuna.trial.TrialState.COMPLETE, values=[0.0])
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+
+    def note(self, claim: Claim, key: str, value) -> None:
+        self.storage.set_trial_user_attr(claim.trial_id, key, value)
+
+    def counts(self) -> dict:
+        import collections
+
+        return dict(collections.Counter(t.state.name for t in self.trials()))
+
+
+def _redact(url: str) -> str:
+    from .tracking import redact
+
+    return redact(url)
+
+
+@contextmanager
+def _quiet():
+    import logging
+    import warnings
+
+    import optuna
+
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        try:
+            yield
+        finally:
+            optuna.logging.set_verbosity(level)
+
