@@ -525,8 +525,9 @@ def _work(client, cfg, devices, data: TrainingData, parent: Parent, queue, worke
             if claim.fold == FINISH:
                 scores = _finish_from_store(client, cfg, parent, trainer.baselines)
                 continue
-            child_id = trainer.open(claim.fold)
-            queue.note(claim, "mlflow_run_id", child_id)
+            child_id = trainer.open(claim.fold, announce=False)
+            queue.note(claim, "mlflow_run_id", child_id)  # before anything else: a worker killed now has its run closed
+            trainer.announce(claim.fold, child_id)
             trainer.train(claim.fold, first=claim.fold == first, child_id=child_id)
             if claim.fold == first and trainer.example is not None:
                 from . import plots
@@ -610,12 +611,16 @@ class _FoldTrainer:
         self.baselines = RunBaselines(data.samples, data.sources, data.fixed_rows, features=self.representation.baseline_features)
         self.histories, self.example, self.fresh_model = {}, None, None
 
-    def open(self, fold: int) -> str:
+    def open(self, fold: int, announce: bool = True) -> str:
         child_id = self.client.create_run(self.parent.experiment, run_name=f"fold {fold}", tags=tracking.run_tags({
             "mlflow.parentRunId": self.parent.run_id, "hms.fold": str(fold), "hms.run_type": "fold", **self.tags})).info.run_id
+        if announce:
+            self.announce(fold, child_id)
+        return child_id
+
+    def announce(self, fold: int, child_id: str) -> None:
         by = f", worker {self.tags['hms.worker']} pid {os.getpid()}" if "hms.worker" in self.tags else ""
         log.info(f"fold {fold}: training (MLflow run {child_id}{by})")
-        return child_id
 
     def train(self, fold: int, first: bool, child_id: str | None = None):
         from .models import resolved_recipe

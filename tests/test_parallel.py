@@ -1,0 +1,124 @@
+"""A run's folds trained by worker processes (`cv.workers`, `join=`), claimed from an Optuna queue: real processes,
+real kills, a real MLflow store and study storage."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from .helpers import run_module
+
+pytestmark = pytest.mark.slow  # trains in several processes
+
+RUN = ["input=eeg1d", "backbone=eeg1d_cnn", "augmentation=signal", "input.signal.rate=20", "input.signal.high=8", "cv.folds=2",
+       "trainer.epochs=1", "trainer.batch_size=16", "trainer.verbose=0", "tracking.system_metrics=null",
+       "schedule.steps=[[0,1.0e-3],[0.5,5.0e-4]]", "data=kaggle", "data.workers=1"]
+
+
+def command(root, store, *extra):
+    return [*RUN, f"data.root={root}", f"paths.root={store}", *extra]
+
+
+def store_runs(store):
+    client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+    experiment = client.get_experiment_by_name("hms").experiment_id
+    [parent] = client.search_runs([experiment], "tags.`hms.run_type` = 'cv'")
+    folds = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    return client, parent, sorted(folds, key=lambda r: (r.data.tags["hms.fold"], r.info.status))
+
+
+def oof(client, run, store):
+    return pd.read_parquet(client.download_artifacts(run.info.run_id, "oof.parquet", str(store))).sort_values("eeg_id")
+
+
+def queue_trials(store, parent):
+    storage = f"sqlite:///{store.resolve()}/sweeps/folds.db"
+    return optuna.load_study(study_name=parent.data.tags["hms.fold_queue"], storage=storage).trials
+
+
+@pytest.fixture(scope="module")
+def sequential(synthetic_root, tmp_path_factory):
+    """The run in one process, with each worker's share of the cores (the parallel workers' thread count)."""
+    store = tmp_path_factory.mktemp("sequential")
+    threads = str(max(1, (os.cpu_count() or 1) // 2))
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": "1"}
+    done = run_module("hms.train", *command(synthetic_root, store), cwd=store, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return store
+
+
+def test_two_fold_workers_record_what_the_sequential_run_records(sequential, synthetic_root, tmp_path):
+    done = run_module("hms.train", *command(synthetic_root, tmp_path, "cv.workers=2"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = {}
+    for name, store in (("sequential", sequential), ("parallel", tmp_path)):
+        client, parent, folds = store_runs(store)
+        assert parent.info.status == "FINISHED" and [r.info.status for r in folds] == ["FINISHED", "FINISHED"]
+        models = client.search_logged_models([parent.info.experiment_id], filter_string=f"tags.`hms.cv_run` = '{parent.info.run_id}'")
+        records[name] = {
+            "metrics": {k: round(v, 3) for k, v in parent.data.metrics.items()},
+            "tags": {k: v for k, v in parent.data.tags.items() if k in ("hms.learned", "hms.dtypes")},
+            "params": {k for k in parent.data.params},
+            "artifacts": {a.path for a in client.list_artifacts(parent.info.run_id)} | {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+            | {a.path for a in client.list_artifacts(parent.info.run_id, "models")},
+            "fold metrics": [set(r.data.metrics) for r in folds], "models": len(models), "oof": oof(client, parent, store)}
+    # The same rows, folds and targets; probabilities as close as two sequential runs with these threads are (equal).
+    a, b = records["sequential"].pop("oof"), records["parallel"].pop("oof")
+    assert a.eeg_id.tolist() == b.eeg_id.tolist() and a.fold.tolist() == b.fold.tolist()
+    np.testing.assert_allclose(a.filter(like="p_").to_numpy(), b.filter(like="p_").to_numpy(), atol=1e-5)
+    assert records["sequential"] == records["parallel"]
+    assert records["parallel"]["models"] == 2
+    client, parent, folds = store_runs(tmp_path)
+    assert {r.data.tags["hms.worker"] for r in folds} == {"0", "1"}  # the two folds went to different workers
+    assert [t.state for t in queue_trials(tmp_path, parent)] == [optuna.trial.TrialState.COMPLETE] * 3  # 2 folds, finish
+
+    # A worker that joins the finished run trains nothing and changes nothing.
+    joined = run_module("hms.train", f"join={parent.info.run_id}", f"paths.root={tmp_path}", cwd=tmp_path)
+    assert joined.returncode == 0, joined.stderr[-3000:]
+    assert "nothing left to train" in joined.stdout
+    client, after, folds_after = store_runs(tmp_path)
+    assert [r.info.run_id for r in folds_after] == [r.info.run_id for r in folds] and after.data.metrics == parent.data.metrics
+
+
+def test_a_fold_worker_killed_mid_fold_has_its_fold_trained_once_more_by_another(synthetic_root, tmp_path):
+    """Two workers with a 1 s heartbeat; the one that claims fold 1 is SIGKILLed as it starts training. The other
+    finishes fold 0, waits for the dead worker's heartbeat to lapse, marks its fold run FAILED, trains fold 1 and
+    finishes the run: every fold once, nothing RUNNING."""
+    process = subprocess.Popen([sys.executable, "-m", "hms.train", *command(synthetic_root, tmp_path, "cv.workers=2", "cv.heartbeat=1")],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    output = []
+    for line in process.stdout:
+        output.append(line)
+        if line.startswith("fold 1: training"):
+            os.kill(int(line.rsplit("pid ", 1)[1].rstrip(")\n")), signal.SIGKILL)
+            break
+    output.extend(process.stdout)
+    assert process.wait(timeout=600) == 0, "".join(output)[-3000:]
+    assert "fold worker" in "".join(output) and "ended with exit code -9" in "".join(output)
+    client, parent, folds = store_runs(tmp_path)
+    assert parent.info.status == "FINISHED" and np.isfinite(parent.data.metrics["cv_kl"])
+    assert [(r.data.tags["hms.fold"], r.info.status) for r in folds] == [("0", "FINISHED"), ("1", "FAILED"), ("1", "FINISHED")]
+    dead = folds[1]
+    assert "died (no heartbeat" in dead.data.tags["hms.error"]
+    assert folds[2].data.tags["hms.worker"] != dead.data.tags["hms.worker"]
+    states = [(t.system_attrs["fixed_params"]["fold"], t.state) for t in queue_trials(tmp_path, parent)]
+    assert sorted(s for s in states if s[1] == optuna.trial.TrialState.COMPLETE) == [(-1, optuna.trial.TrialState.COMPLETE),
+                                                                                     (0, optuna.trial.TrialState.COMPLETE),
+                                                                                     (1, optuna.trial.TrialState.COMPLETE)]
+    assert (1, optuna.trial.TrialState.FAIL) in states and optuna.trial.TrialState.RUNNING not in {s for _, s in states}
+    experiment = parent.info.experiment_id
+    assert not client.search_runs([experiment], "attributes.status = 'RUNNING'")
+    assert sorted(oof(client, parent, tmp_path).fold.unique()) == [0, 1]
+
+
+def test_join_is_refused_for_a_run_without_a_fold_queue(sequential):
+    client, parent, _ = store_runs(sequential)
+    done = run_module("hms.train", f"join={parent.info.run_id}", f"paths.root={sequential}", cwd=sequential)
+    assert done.returncode == 2 and "was not started with cv.workers > 1" in done.stderr, done.stderr[-2000:]
