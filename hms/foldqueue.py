@@ -3,9 +3,9 @@
 The queue is an Optuna study in an RDB storage (the sweeps' SQLite files by default, PostgreSQL across machines):
 one enqueued trial per fold to train and one for the finishing step. What makes each step run once:
 
-- A claim is Optuna's own compare-and-set, `storage.set_trial_state_values(trial, RUNNING)`: it succeeds only
-  for a WAITING trial, in one transaction, so of two workers claiming the same trial one gets it and the other
-  tries the next (or gets a storage error from a locked SQLite file, and tries again later).
+- A claim is one conditional UPDATE of the trial's row (WAITING -> RUNNING), atomic in SQLite and PostgreSQL alike:
+  of two workers claiming the same trial one changes the row and the other tries the next (or gets a storage
+  error from a locked SQLite file, and tries again later).
 - A worker sends a heartbeat for the trial it holds. A trial whose heartbeat lapses (its worker was killed, or its
   machine lost) is failed by the first worker that looks (`optuna.storages.fail_stale_trials`), and
   `RetryHeartbeatStaleTrialCallback` queues a copy of it, which any worker then claims.
@@ -136,15 +136,29 @@ class FoldQueue:
             ready = [t for t in waiting if self.fold_of(t) == FINISH]
         for trial in sorted(ready, key=lambda t: t.number):
             try:
-                won = self.storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.RUNNING)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                continue
+                won = self._take(trial._trial_id)
             except Exception:  # noqa: BLE001 - a locked SQLite file: another worker is claiming; look again later
                 return None
             if won:
                 self.storage.record_heartbeat(trial._trial_id)
                 return Claim(trial._trial_id, trial.number, self.fold_of(trial))
         return None
+
+    def _take(self, trial_id: int) -> bool:
+        """WAITING -> RUNNING as one conditional UPDATE on Optuna's trials table, True for the one worker whose
+        statement changed the row. Optuna's own `set_trial_state_values` reads the state and then writes it, and under
+        SQLite (pysqlite runs the read outside the write's transaction) two workers both saw WAITING and both won."""
+        import datetime
+
+        import sqlalchemy
+
+        backend = getattr(self.storage, "_backend", self.storage)
+        with backend.engine.begin() as connection:
+            changed = connection.execute(
+                sqlalchemy.text("UPDATE trials SET state = 'RUNNING', datetime_start = :now "
+                                "WHERE trial_id = :trial AND state = 'WAITING'"),
+                {"now": datetime.datetime.now(), "trial": trial_id})
+            return changed.rowcount == 1
 
     @contextmanager
     def holding(self, claim: Claim):
