@@ -403,9 +403,9 @@ def _view_line(cfg, parent: Parent) -> str:
 # --- folds in parallel processes (cv.workers, join=) ------------------------------------------------------------
 
 def queue_storage(cfg) -> str:
-    from .foldqueue import default_storage
+    from .foldqueue import ready
 
-    return cfg.cv.get("queue") or default_storage(cfg.paths.sweeps)
+    return ready(cfg.cv.get("queue") or cfg.paths.folds)
 
 
 def coordinate(client, cfg, data: TrainingData, parent: Parent) -> float:
@@ -415,7 +415,7 @@ def coordinate(client, cfg, data: TrainingData, parent: Parent) -> float:
     import subprocess
 
     from .foldqueue import TAG, FoldQueue
-    from .sweep import _visible_gpus
+    from .devices import visible_gpus
 
     url = queue_storage(cfg)
     with tracking.failing(client, parent.run_id):
@@ -427,7 +427,7 @@ def coordinate(client, cfg, data: TrainingData, parent: Parent) -> float:
         client.set_tag(parent.run_id, "hms.fold_queue_storage", tracking.redact(url))
     log.info(f"fold queue {queue.name} at {tracking.redact(url)}: folds {todo} for {cfg.cv.workers} workers; more can join "
              f"from any machine with `python -m hms.train join={parent.run_id} cv.queue=<that storage>`")
-    gpus = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g] or _visible_gpus()
+    gpus = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g] or visible_gpus()
     threads = max(1, (os.cpu_count() or 1) // cfg.cv.workers)
     processes = []
     for w in range(cfg.cv.workers):

@@ -3,6 +3,7 @@ process runs (`hms.backends`): TensorFlow's MirroredStrategy, or JAX's `keras.di
 
 from __future__ import annotations
 
+import subprocess
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
@@ -130,3 +131,12 @@ def _configure_jax(trainer) -> Devices:
     where = f"{len(gpus)} GPU(s)" if gpus else f"{len(devices)} CPU device(s)"
     kind = "DataParallel" if spread else "one device"
     return Devices(_NoStrategy(replicas), replicas, precision, f"JAX {kind} x{replicas} on {where}, {precision}", distribution)
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs nvidia-smi lists (their indices), or none."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True, text=True, timeout=10)
+        return [line.strip() for line in out.stdout.splitlines() if line.strip()]
+    except (OSError, subprocess.SubprocessError):
+        return []

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+HEARTBEAT_SECONDS = 20  # a RUNNING trial whose worker sent no heartbeat for 3 x this long is failed and retried
 FINISH = -1  # the "fold" number of the finishing step
 TAG = "hms.fold_queue"  # the parent run's tag naming its queue: "<study name> @ <storage URL, redacted>"
 
@@ -30,10 +31,13 @@ class QueueError(RuntimeError):
     """A fold failed with an error of its own (not a dead worker), or the queue cannot be found."""
 
 
-def default_storage(folder) -> str:
-    """The embedded default: one SQLite file, `folds.db`, beside the sweeps' study files (`paths.sweeps`)."""
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{Path(folder).resolve() / 'folds.db'}"
+def ready(url: str) -> str:
+    """The storage URL, with the folder of a SQLite file made if missing (`paths.folds`: under `paths.sweeps`)."""
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path.resolve()}"
+    return url
 
 
 @dataclass
@@ -60,8 +64,6 @@ class FoldQueue:
         in the old one."""
         import optuna
 
-        from .search import open_storage
-
         storage = open_storage(url, heartbeat)
         taken = set(optuna.get_all_study_names(storage))
         name = next(f"hms-folds-{run_id}-{n}" for n in range(len(taken) + 1) if f"hms-folds-{run_id}-{n}" not in taken)
@@ -76,8 +78,6 @@ class FoldQueue:
     @classmethod
     def open(cls, url: str, name: str, heartbeat: float) -> FoldQueue:
         import optuna
-
-        from .search import open_storage
 
         storage = open_storage(url, heartbeat)
         if name not in optuna.get_all_study_names(storage):
@@ -198,6 +198,35 @@ class FoldQueue:
         import collections
 
         return dict(collections.Counter(t.state.name for t in self.trials()))
+
+
+def open_storage(url: str, heartbeat: float = HEARTBEAT_SECONDS):
+    """Optuna storage for a URL: an RDB (SQLite, PostgreSQL ...) with heartbeats, so that the trial of a worker
+    that died is failed and its parameters retried once (`RetryHeartbeatStaleTrialCallback`); or a journal file
+    (`*.journal` / `journal:PATH`, no heartbeats)."""
+    import optuna
+
+    if url.startswith("journal:") or url.endswith(".journal"):
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+    import random
+    import time
+    import warnings
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, heartbeat_interval=max(1, int(heartbeat)), grace_period=max(2, int(3 * heartbeat)),
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+        except SQLAlchemyError:  # workers starting together race to create the tables: the loser retries
+            if attempt == 4:
+                raise
+            time.sleep(random.uniform(0.5, 2.0))
 
 
 def _redact(url: str) -> str:

@@ -135,6 +135,7 @@ class PathsSchema:
     cache: str = MISSING
     tracking: str = MISSING
     sweeps: str = MISSING
+    folds: str = MISSING
 
 
 @dataclass

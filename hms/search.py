@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from . import logs
+from .foldqueue import HEARTBEAT_SECONDS, open_storage  # noqa: F401 - one storage opener for studies and fold queues
 
 log = logs.get(__name__)
 
@@ -154,40 +155,10 @@ def default_storage(study: str, folder) -> str:
     return f"sqlite:///{Path(folder) / study}.db"
 
 
-HEARTBEAT_SECONDS = 20  # a RUNNING trial whose worker sent no heartbeat for 3 x this long is failed and retried
 
 
 class StudyError(ValueError):
     """A study or study storage that does not exist; the message names it and what there is."""
-
-
-def open_storage(url: str, heartbeat: float = HEARTBEAT_SECONDS):
-    """Optuna storage for a URL: an RDB (SQLite, PostgreSQL ...) with heartbeats, so that the trial of a worker
-    that died is failed and its parameters retried once (`RetryHeartbeatStaleTrialCallback`); or a journal file
-    (`*.journal` / `journal:PATH`, no heartbeats)."""
-    import optuna
-
-    if url.startswith("journal:") or url.endswith(".journal"):
-        from optuna.storages.journal import JournalFileBackend
-
-        return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
-    import random
-    import time
-    import warnings
-
-    from sqlalchemy.exc import SQLAlchemyError
-
-    for attempt in range(5):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
-                    url, heartbeat_interval=max(1, int(heartbeat)), grace_period=max(2, int(3 * heartbeat)),
-                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
-        except SQLAlchemyError:  # workers starting together race to create the tables: the loser retries
-            if attempt == 4:
-                raise
-            time.sleep(random.uniform(0.5, 2.0))
 
 
 def _sampler(space: Space, offset: int):
@@ -427,14 +398,45 @@ def launch(space_path, trials: int, storage: str | None = None, study_name: str 
         if finished_trials(study, running=True) >= trials:  # trials under way in other workers count
             study.stop()
 
-    if finished_trials(study, running=True) >= trials:
-        log.info(f"study {name} already holds {finished_trials(study)} finished trial(s) (asked for {trials})")
-        return
     client.update_run(sweep_run, status="RUNNING")
-    study.optimize(objective, n_trials=None, callbacks=[after], catch=(Exception,))
+    if finished_trials(study, running=True) >= trials:
+        log.info(f"study {name} already holds {finished_trials(study, running=True)} finished or running trial(s) (asked for {trials})")
+    else:
+        study.optimize(objective, n_trials=None, callbacks=[after], catch=(Exception,))
+    _until_none_in_flight(study, client, name, trials, heartbeat, lambda: study.optimize(
+        objective, n_trials=None, callbacks=[after], catch=(Exception,)))
     if finished_trials(study) >= trials and finished_trials(study, running=True) == finished_trials(study):
         client.set_terminated(sweep_run, "FINISHED")  # the last worker out closes the sweep run
     log.info(f"study {name}: {finished_trials(study)} finished trial(s); best {_best_line(study)}")
+
+
+def _until_none_in_flight(study, client, name: str, trials: int, heartbeat: float, run_waiting) -> None:
+    """Do not leave while trials are in flight: wait for other workers' trials to end, or for a dead worker's heartbeat
+    to lapse, then run its retried parameters (`run_waiting`) if the study is still short of `trials`. A relaunch
+    that ended while a killed worker's trial was still RUNNING left it, and its MLflow runs, RUNNING for good."""
+    import time
+
+    import optuna
+
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    if not is_heartbeat_enabled(study._storage):
+        return  # a journal file has no heartbeats: nothing would ever end a dead worker's trial
+    announced = False
+    while True:
+        for number in close_dead_runs(study, client, name):
+            log.info(f"trial {number}: its worker died; its MLflow run is marked FAILED and its parameters are retried")
+        states = [t.state for t in study.get_trials(deepcopy=False)]
+        if optuna.trial.TrialState.WAITING in states and finished_trials(study, running=True) < trials:
+            run_waiting()
+            continue
+        if optuna.trial.TrialState.RUNNING not in states:
+            return
+        if not announced:
+            log.info(f"study {name}: waiting for {states.count(optuna.trial.TrialState.RUNNING)} trial(s) in flight to "
+                     f"end (a dead worker's trial is retried once its heartbeat is {3 * heartbeat:g} s old)")
+            announced = True
+        time.sleep(max(1.0, heartbeat / 2))
 
 
 def _record_baselines(trial, client) -> None:

@@ -25,13 +25,14 @@ import sys
 
 from . import logs
 from .config import compose
+from .devices import visible_gpus
 from .search import (HEARTBEAT_SECONDS, SpaceError, StudyError, best, check_composes, default_storage, launch, load_space,
                      prepare_study, status)
 
 
 def _workers(args, trailing) -> int:
     """Start `--workers N` launch processes on one study, each pinned to its own GPU(s) where there are any."""
-    gpus = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g] or _visible_gpus()
+    gpus = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g] or visible_gpus()
     per = args.gpus_per_trial
     space = load_space(args.space)
     check_composes(space, trailing)
@@ -49,14 +50,6 @@ def _workers(args, trailing) -> int:
                    "--", *trailing]
         processes.append(subprocess.Popen(command, env=env))
     return max(p.wait() for p in processes)
-
-
-def _visible_gpus() -> list[str]:
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True, text=True, timeout=10)
-        return [line.strip() for line in out.stdout.splitlines() if line.strip()]
-    except (OSError, subprocess.SubprocessError):
-        return []
 
 
 def main(argv=None) -> int:

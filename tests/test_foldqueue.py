@@ -33,10 +33,10 @@ def test_racing_workers_claim_every_fold_and_the_finish_exactly_once(store, tmp_
     import os
     import uuid
 
-    from hms.foldqueue import FINISH, FoldQueue, default_storage
+    from hms.foldqueue import FINISH, FoldQueue, ready
 
     if store == "sqlite":
-        url = default_storage(tmp_path)
+        url = ready(f"sqlite:///{tmp_path}/folds.db")
     else:
         url = os.environ.get("HMS_TEST_POSTGRES_URL")
         if not url:

@@ -283,3 +283,39 @@ def test_wilcoxon_pruner_pairs_each_fold_with_the_best_trials_fold(tmp_path):
     assert study.trials[worse].state == optuna.trial.TrialState.PRUNED and done == 4
     mixed, done = run([0.55, 0.75, 0.60, 0.80, 0.66])  # better on three folds: no evidence it is worse
     assert study.trials[mixed].state == optuna.trial.TrialState.COMPLETE and done == 5
+
+
+def test_a_relaunch_at_once_waits_for_the_killed_trial_and_ends_with_exactly_the_asked_trials(synthetic_root, tmp_path):
+    """Issue 26, item 5, as a user does it, with the default heartbeat: a 2-trial sweep SIGKILLed during trial 1 and
+    relaunched at once with --trials 3. The relaunch used to exit 0 with the dead trial and 3 MLflow runs still
+    RUNNING (its 1-epoch trials ended inside the 60 s grace period); it must wait for the dead trial's heartbeat
+    to lapse, retry it, and leave nothing RUNNING."""
+    import os
+
+    storage = f"sqlite:///{tmp_path}/study.db"
+    space = write_space(tmp_path, "again", "again", "{name: none}")
+    launch = ["hms.sweep", "launch", str(space), "--storage", storage]
+    first = subprocess.Popen([sys.executable, "-m", *launch, "--trials", "2", *data_overrides(synthetic_root, tmp_path)],
+                             cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    started = 0
+    for line in first.stdout:
+        started += line.startswith("MLflow run ")
+        if started == 2:  # trial 1's CV run is recorded
+            break
+    first.kill()
+    first.wait()
+    result = run_module(*launch, "--trials", "3", *data_overrides(synthetic_root, tmp_path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = optuna.load_study(study_name="again", storage=storage)
+    states = [t.state for t in study.trials]
+    assert optuna.trial.TrialState.RUNNING not in states, states
+    assert sum(s == optuna.trial.TrialState.COMPLETE for s in states) == 3
+    assert states[1] == optuna.trial.TrialState.FAIL  # the killed one, whose parameters ran again
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("hms").experiment_id
+    assert not client.search_runs([experiment], "attributes.status = 'RUNNING'")
+    dead = client.search_runs([experiment], "tags.`hms.trial` = '1' and tags.`hms.run_type` = 'cv'")
+    assert [r.info.status for r in dead] == ["FAILED"]
+    sweep = client.search_runs([experiment], "tags.`hms.run_type` = 'sweep'")
+    assert [r.info.status for r in sweep] == ["FINISHED"]

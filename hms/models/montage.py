@@ -190,7 +190,12 @@ def recalibrate_batch_norm(model, batches) -> int:
     statistics; they are summed here and their mean is set at the end (as SWA's bn_update)."""
     norms = batch_norm_layers(model)
     saved = [layer.momentum for layer in norms]
-    sums = [[np.zeros(layer.moving_mean.shape), np.zeros(layer.moving_variance.shape)] for layer in norms]
+    # Per channel: the sum of its finite batch statistics and how many there were. In float16 a batch whose
+    # activations overflow gives a channel inf/NaN statistics; averaged in, they made the run's final moving mean and
+    # variance NaN, and every prediction of the saved model NaN (seen: 2 of 32 channels of a raw-EEG CNN's first
+    # batch norm). Such a batch is left out of that channel's average.
+    sums = [[np.zeros(layer.moving_mean.shape), np.zeros(layer.moving_variance.shape), np.zeros(layer.moving_mean.shape)]
+            for layer in norms]
     used = 0
     try:
         for layer in norms:
@@ -200,13 +205,21 @@ def recalibrate_batch_norm(model, batches) -> int:
             x, _ = batches[k]
             forward(x)
             for total, layer in zip(sums, norms):
-                total[0] += keras.ops.convert_to_numpy(layer.moving_mean)
-                total[1] += keras.ops.convert_to_numpy(layer.moving_variance)
+                mean = keras.ops.convert_to_numpy(layer.moving_mean).astype(np.float64)
+                variance = keras.ops.convert_to_numpy(layer.moving_variance).astype(np.float64)
+                finite = np.isfinite(mean) & np.isfinite(variance)
+                total[0] += np.where(finite, mean, 0.0)
+                total[1] += np.where(finite, variance, 0.0)
+                total[2] += finite
             used += 1
         if used:
-            for (mean, variance), layer in zip(sums, norms):
-                layer.moving_mean.assign((mean / used).astype(layer.moving_mean.dtype))
-                layer.moving_variance.assign((variance / used).astype(layer.moving_variance.dtype))
+            for (mean, variance, count), layer in zip(sums, norms):
+                seen = count > 0
+                # A channel with no finite batch statistics at all normalises nothing: mean 0, variance 1.
+                mean = np.where(seen, mean / np.maximum(count, 1), 0.0)
+                variance = np.where(seen, variance / np.maximum(count, 1), 1.0)
+                layer.moving_mean.assign(mean.astype(layer.moving_mean.dtype))
+                layer.moving_variance.assign(variance.astype(layer.moving_variance.dtype))
     finally:
         for layer, momentum in zip(norms, saved):
             layer.momentum = momentum
