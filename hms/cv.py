@@ -45,11 +45,9 @@ def fold_rows(data: TrainingData, batches: dict) -> pd.DataFrame:
 
 
 def _compile(model, lr: float):
-    import keras
-
+    from .devices import optimizer_for
     from .metrics import kl_loss, kl_metric
-
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss=kl_loss, metrics=[kl_metric("kl")])
+    model.compile(optimizer=optimizer_for(model, lr), loss=kl_loss, metrics=[kl_metric("kl")])
 
 
 def _record_epoch_class():

@@ -140,3 +140,41 @@ def visible_gpus() -> list[str]:
         return [line.strip() for line in out.stdout.splitlines() if line.strip()]
     except (OSError, subprocess.SubprocessError):
         return []
+
+
+def optimizer_for(model, learning_rate: float):
+    """Adam for `model`; under `mixed_float16` on TensorFlow wrapped in a loss-scale optimizer that skips a step when
+    any replica's gradients are not finite. Keras' own takes the first replica's verdict for all ("grads is
+    all-reduced"), but its TensorFlow trainer hands each replica's own gradients to `apply`: with a
+    MirroredStrategy one replica's overflow was summed into the weights, and the fold's model predicted NaN."""
+    import keras
+
+    adam = keras.optimizers.Adam(learning_rate)
+    if keras.backend.backend() != "tensorflow" or getattr(model.dtype_policy, "name", "") != "mixed_float16":
+        return adam
+    return _replica_safe_loss_scale()(adam)
+
+
+def _replica_safe_loss_scale():
+    import keras
+    import tensorflow as tf
+    from keras import ops
+
+    class ReplicaSafeLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
+        def _tf_apply(self, grads, trainable_variables=None):
+            if tf.__internal__.distribute.strategy_supports_no_merge_call():
+                return self._common_apply(grads, trainable_variables=trainable_variables)
+
+            def cross_replica(distribution, grads, trainable_variables):
+                per_replica = distribution.extended.call_for_each_replica(self.check_finite, args=(grads,))
+                finite = ops.all(ops.stack(distribution.experimental_local_results(per_replica)))
+
+                def apply():
+                    distribution.extended.call_for_each_replica(self._stateful_handle_finite_grads,
+                                                                args=(grads, trainable_variables))
+
+                ops.cond(finite, apply, self._stateful_handle_non_finite_grads)
+
+            tf.distribute.get_replica_context().merge_call(cross_replica, args=(grads, trainable_variables))
+
+    return ReplicaSafeLossScaleOptimizer

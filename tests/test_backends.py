@@ -158,7 +158,7 @@ out = model(x, training=False)
 variances = [keras.ops.convert_to_numpy(layer.moving_variance) for layer in batch_norm_layers(model)]
 print(json.dumps({"loss": float(np.asarray(loss).ravel()[0]), "loss_dtype": str(keras.ops.convert_to_numpy(kl_loss(y, out)).dtype),
                   "output_dtype": str(keras.ops.convert_to_numpy(out).dtype), "finite_output": bool(np.isfinite(keras.ops.convert_to_numpy(out)).all()),
-                  "scaled": type(model.optimizer).__name__, "compute": model.layers[2].compute_dtype,
+                  "scaled": isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer), "compute": model.layers[2].compute_dtype,
                   "finite_variances": all(bool(np.isfinite(v).all()) for v in variances),
                   "largest_variance": max(float(v.max()) for v in variances)}))
 """
@@ -173,10 +173,48 @@ def test_float16_keeps_the_softmax_loss_and_batch_norm_statistics_in_float32(bac
     done = subprocess.run([sys.executable, "-c", FLOAT16, backend], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
-    assert seen["compute"] == "float16" and seen["scaled"] == "LossScaleOptimizer", seen
+    assert seen["compute"] == "float16" and seen["scaled"], seen
     assert seen["output_dtype"] == "float32" and seen["loss_dtype"] == "float32" and seen["finite_output"], seen
     assert seen["finite_variances"] and seen["largest_variance"] > 65504, seen  # beyond float16, kept in float32
     assert np.isfinite(seen["loss"]), seen
+
+
+REPLICAS = """
+import json, sys
+import numpy as np
+from hms.devices import split_cpu
+split_cpu(2)
+import keras
+import tensorflow as tf
+from hms.devices import optimizer_for, precision_policy
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with precision_policy("mixed_float16"), strategy.scope():
+    model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(6), keras.layers.Activation("linear", dtype="float32")])
+    model.compile(optimizer=optimizer_for(model, 1e-3), loss="mse")
+rng = np.random.default_rng(0)
+x = rng.normal(size=(8, 16)).astype("float32")
+x[4:] *= 3000  # the second replica's half of the batch: its scaled gradients overflow float16, the first's do not
+y = rng.normal(size=(8, 6)).astype("float32")
+before = model.get_weights()
+model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+print(json.dumps({"finite": all(bool(np.isfinite(w).all()) for w in model.get_weights()),
+                  "unchanged": all(np.array_equal(a, b) for a, b in zip(before, model.get_weights())),
+                  "scale": float(keras.ops.convert_to_numpy(model.optimizer.dynamic_scale))}))
+"""
+
+
+def test_a_float16_step_is_skipped_when_any_replicas_gradients_overflow(tmp_path):
+    """Under a MirroredStrategy each replica checks its own scaled gradients; Keras' loss-scale optimizer applied
+    the step on the first replica's verdict, summing the other's inf into the weights (a run's fold then predicted
+    NaN). The step must be skipped and the loss scale halved."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", REPLICAS], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen == {"finite": True, "unchanged": True, "scale": 2.0 ** 14}, seen  # Keras starts the scale at 2**15
 
 
 def test_a_jax_run_killed_mid_fold_resumes_on_jax_from_its_own_config(synthetic_root, tmp_path):
