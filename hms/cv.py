@@ -409,11 +409,7 @@ def queue_storage(cfg) -> str:
 def coordinate(client, cfg, data: TrainingData, parent: Parent) -> float:
     """`cv.workers=N`: queue the run's folds, start N `hms.train join=<run>` workers (each on its own GPU where there
     are any; on a CPU they share its cores), wait for them and return the CV KL their last one recorded."""
-    import os
-    import subprocess
-
     from .foldqueue import TAG, FoldQueue
-    from .devices import visible_gpus
 
     url = queue_storage(cfg)
     with tracking.failing(client, parent.run_id):
@@ -425,19 +421,15 @@ def coordinate(client, cfg, data: TrainingData, parent: Parent) -> float:
         client.set_tag(parent.run_id, "hms.fold_queue_storage", tracking.redact(url))
     log.info(f"fold queue {queue.name} at {tracking.redact(url)}: folds {todo} for {cfg.cv.workers} workers; more can join "
              f"from any machine with `python -m hms.train join={parent.run_id} cv.queue=<that storage>`")
-    gpus = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g] or visible_gpus()
-    threads = max(1, (os.cpu_count() or 1) // cfg.cv.workers)
-    processes = []
-    for w in range(cfg.cv.workers):
-        env = {**os.environ, "HMS_WORKER": str(w), "KERAS_BACKEND": cfg.trainer.backend,
-               "MLFLOW_TRACKING_URI": tracking.tracking_uri(cfg.tracking), "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = gpus[w % len(gpus)]
-        else:  # share the cores instead of each worker's thread pools taking all of them
-            env.update(OMP_NUM_THREADS=str(threads), TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS="1")
-        processes.append(subprocess.Popen([sys.executable, "-m", "hms.train", f"join={parent.run_id}", f"cv.queue={url}"],
-                                          env=env))
-    codes = [p.wait() for p in processes]
+    argv = [sys.executable, "-m", "hms.train", f"join={parent.run_id}", f"cv.queue={url}"]
+    env = {"KERAS_BACKEND": cfg.trainer.backend, "MLFLOW_TRACKING_URI": tracking.tracking_uri(cfg.tracking),
+           "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    if cfg.cv.launcher == "none":
+        log.info(f"no workers started (cv.launcher=none): run {parent.run_id} stays RUNNING until its workers have trained "
+                 f"every fold. Start {cfg.cv.workers} of them where they should run, each with\n    python -m hms.train "
+                 f"join={parent.run_id} cv.queue={tracking.redact(url)} tracking.uri={tracking.redact(tracking.tracking_uri(cfg.tracking))}")
+        return float("nan")
+    codes = (_submitit_workers if cfg.cv.launcher == "submitit" else _local_workers)(cfg, argv, env)
     run = client.get_run(parent.run_id)
     for w, code in enumerate(codes):
         if code and run.info.status == "FINISHED":
@@ -452,6 +444,84 @@ def coordinate(client, cfg, data: TrainingData, parent: Parent) -> float:
     log.info(_view_line(cfg, parent))
     return scores["cv_kl"]
 
+
+def _worker_envs(workers: int, env: dict, gpus: list[str]) -> list[dict]:
+    """Each worker's environment: its index, one GPU of `gpus` where there are any, else its share of the cores."""
+    import os
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    envs = []
+    for w in range(workers):
+        own = {**env, "HMS_WORKER": str(w)}
+        if gpus:
+            own["CUDA_VISIBLE_DEVICES"] = gpus[w % len(gpus)]
+        else:  # share the cores instead of each worker's thread pools taking all of them
+            own.update(OMP_NUM_THREADS=str(threads), TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS="1")
+        envs.append(own)
+    return envs
+
+
+def _local_workers(cfg, argv: list[str], env: dict) -> list[int]:
+    """`cv.launcher=local`: the workers as child processes of this one; their exit codes."""
+    import os
+    import subprocess
+
+    from .devices import visible_gpus
+
+    gpus = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g] or visible_gpus()
+    processes = [subprocess.Popen(argv, env={**os.environ, **own}) for own in _worker_envs(cfg.cv.workers, env, gpus)]
+    return [p.wait() for p in processes]
+
+
+def run_worker(argv: list[str], env: dict) -> int:
+    """One fold worker inside a submitit job: `python -m hms.train join=<run>` (the command the other recipes run)
+    in a fresh process, so that it picks its Keras backend before Keras starts; its exit code."""
+    import os
+    import subprocess
+
+    sys.stdout.flush()
+    return subprocess.call(argv, env={**os.environ, **env})
+
+
+def _submitit_workers(cfg, argv: list[str], env: dict) -> list[int]:
+    """`cv.launcher=submitit`: the workers as one job array, on SLURM where `srun` is found (one GPU per task
+    there, SLURM sets CUDA_VISIBLE_DEVICES), else as local processes that share the cores; their exit codes."""
+    try:
+        import submitit
+    except ImportError as error:
+        raise ConfigError("cv.launcher=submitit needs the submitit package: pip install -e '.[cluster]'") from error
+    options = cfg.cv.submitit
+    executor = submitit.AutoExecutor(folder=options.folder, cluster=options.cluster)
+    parameters = {"name": "hms-fold-workers", "timeout_min": options.timeout_min, "stderr_to_stdout": True,
+                  "slurm_gpus_per_node": options.gpus_per_node}
+    if options.partition:
+        parameters["slurm_partition"] = options.partition
+    if options.cpus_per_task:
+        parameters["cpus_per_task"] = options.cpus_per_task
+    if options.mem_gb:
+        parameters["mem_gb"] = options.mem_gb
+    if options.array_parallelism:
+        parameters["slurm_array_parallelism"] = options.array_parallelism
+    if options.additional:
+        parameters["slurm_additional_parameters"] = dict(options.additional)
+    executor.update_parameters(**parameters)
+    local = executor.cluster != "slurm"
+    envs = _worker_envs(cfg.cv.workers, env, []) if local else [{**env, "HMS_WORKER": str(w)} for w in range(cfg.cv.workers)]
+    jobs = executor.map_array(run_worker, [argv] * len(envs), envs)
+    log.info(f"submitted {len(jobs)} fold workers to {executor.cluster} (jobs {', '.join(j.job_id for j in jobs)}); "
+             f"their logs are under {options.folder}")
+    codes = []
+    for job in jobs:
+        try:
+            codes.append(job.result())
+        except submitit.core.utils.UncompletedJobError as error:  # a job that died without result (cancelled, node lost)
+            log.warning(f"fold worker job {job.job_id}: {str(error).splitlines()[0]}")
+            codes.append(-1)
+    return codes
+
+
+# A worker's name: ours, a Kubernetes Indexed Job's pod index, a SLURM array task's index (else host and pid).
+WORKER_ENV = ("HMS_WORKER", "JOB_COMPLETION_INDEX", "SLURM_ARRAY_TASK_ID")
 
 JOIN_FREE = ("join", "tracking", "paths", "cv.queue", "cv.workers", "cv.heartbeat", "data.root", "data.cache_dir",
              "data.workers", "trainer.workers")  # where things are on the joining machine, not what the run trains
@@ -484,7 +554,7 @@ def join_run(cfg: DictConfig, overrides=()) -> float:
     if recorded and data.digest not in recorded:
         raise ConfigError(f"join={run_id}: the data under {data.root} (digest {data.digest}) is not the data the run "
                           f"trains on (digest {', '.join(sorted(recorded))}); point data.root at the same files")
-    worker = os.environ.get("HMS_WORKER") or f"{socket.gethostname()}-{os.getpid()}"
+    worker = next((os.environ[k] for k in WORKER_ENV if os.environ.get(k)), f"{socket.gethostname()}-{os.getpid()}")
     log.info(f"worker {worker} joins run {run_id} (queue {queue.name}) on {devices.description}")
     with tracking.failing(client, run_id), logs.run_log(client, run_id, prefix=f"worker{worker}-"):
         with precision_policy(devices.precision), devices.running():

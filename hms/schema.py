@@ -79,6 +79,20 @@ class AugmentationSchema:
 
 
 @dataclass
+class SubmititSchema:
+    """`cv.launcher=submitit`: the fold workers as one job array (SLURM where `srun` is found, else local processes)."""
+    cluster: Optional[str] = field(default=None, metadata=_one_of(None, "slurm", "local", "debug"))
+    folder: str = "submitit/%j"
+    timeout_min: int = field(default=240, metadata=_at_least(1))
+    partition: Optional[str] = None
+    gpus_per_node: int = field(default=1, metadata=_at_least(0))
+    cpus_per_task: Optional[int] = field(default=None, metadata=_at_least(1))
+    mem_gb: Optional[float] = field(default=None, metadata=_at_least(1.0))
+    array_parallelism: Optional[int] = field(default=None, metadata=_at_least(1))
+    additional: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class CVSchema:
     folds: int = field(default=5, metadata=_at_least(2))
     only: Optional[List[int]] = None
@@ -88,6 +102,8 @@ class CVSchema:
     workers: int = field(default=1, metadata=_at_least(1))
     queue: Optional[str] = None
     heartbeat: float = field(default=20.0, metadata=_at_least(1.0))
+    launcher: str = field(default="local", metadata=_one_of("local", "submitit", "none"))
+    submitit: SubmititSchema = field(default_factory=SubmititSchema)
 
 
 @dataclass
@@ -210,11 +226,22 @@ def check(cfg: DictConfig) -> list[str]:
         if not (isinstance(schema, type) and is_dataclass(schema)):
             problems.append(f"{group}: has no schema (its config file must start from `defaults: [_schema, _self_]`)")
             continue
-        for spec in fields(schema):
-            if spec.metadata and not OmegaConf.is_missing(node, spec.name):
-                problem = _out_of_range(node[spec.name], spec.metadata)
-                if problem:
-                    problems.append(f"{group + '.' if group else ''}{spec.name}={node[spec.name]!r} {problem}")
+        problems += _node_problems(node, schema, group + "." if group else "")
+    return problems
+
+
+def _node_problems(node: DictConfig, schema, prefix: str) -> list[str]:
+    problems = []
+    for spec in fields(schema):
+        if OmegaConf.is_missing(node, spec.name):
+            continue
+        value = node[spec.name]
+        if isinstance(value, DictConfig) and is_dataclass(OmegaConf.get_type(value)) and prefix:  # a nested group: cv.submitit
+            problems += _node_problems(value, OmegaConf.get_type(value), f"{prefix}{spec.name}.")
+        elif spec.metadata:
+            problem = _out_of_range(value, spec.metadata)
+            if problem:
+                problems.append(f"{prefix}{spec.name}={value!r} {problem}")
     return problems
 
 

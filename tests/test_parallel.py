@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from .helpers import run_module
+from .helpers import REPO, run_module
 
 pytestmark = pytest.mark.slow  # trains in several processes
 
@@ -122,3 +122,63 @@ def test_join_is_refused_for_a_run_without_a_fold_queue(sequential):
     client, parent, _ = store_runs(sequential)
     done = run_module("hms.train", f"join={parent.info.run_id}", f"paths.root={sequential}", cwd=sequential)
     assert done.returncode == 2 and "was not started with cv.workers > 1" in done.stderr, done.stderr[-2000:]
+
+
+def test_submitit_runs_the_fold_workers_as_one_job_array(synthetic_root, tmp_path):
+    """`cv.launcher=submitit`: the workers are one submitit job array (here its local executor, the one submitit
+    uses where there is no `srun`), each job running `hms.train join=<run>`; they finish the run, each fold once."""
+    done = run_module("hms.train", *command(synthetic_root, tmp_path, "cv.workers=2", "cv.launcher=submitit",
+                                            "cv.submitit.cluster=local"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "submitted 2 fold workers to local" in done.stdout
+    client, parent, folds = store_runs(tmp_path)
+    assert parent.info.status == "FINISHED" and np.isfinite(parent.data.metrics["cv_kl"])
+    assert [(r.data.tags["hms.fold"], r.info.status) for r in folds] == [("0", "FINISHED"), ("1", "FINISHED")]
+    assert {r.data.tags["hms.worker"] for r in folds} <= {"0", "1"}
+    logs = sorted((tmp_path / "submitit").glob("*/*_log.out"))
+    assert len(logs) == 2 and all("Job completed successfully" in p.read_text() for p in logs)
+    assert sum(p.read_text().count("no fold left") for p in logs) == 2  # each job ran a worker to the end
+    assert not client.search_runs([parent.info.experiment_id], "attributes.status = 'RUNNING'")
+
+
+def test_a_launcher_that_is_not_known_is_refused_before_any_run(tmp_path):
+    done = run_module("hms.train", "cv.workers=2", "cv.launcher=ray", "cv.submitit.timeout_min=0", f"paths.root={tmp_path}",
+                      cwd=tmp_path)
+    assert done.returncode == 2
+    assert "cv.launcher='ray' is not one of local, submitit, none" in done.stderr and "cv.submitit.timeout_min=0" in done.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_workers_started_elsewhere_as_the_kubernetes_indexed_job_runs_them_finish_a_run_queued_with_no_launcher(synthetic_root, tmp_path):
+    """`cv.launcher=none` records the run, queues its folds and starts nothing; then two processes run the container
+    command of deploy/kubernetes/fold-workers.yaml (its args, with this test's stores and data), each with the
+    JOB_COMPLETION_INDEX Kubernetes gives pod k, as ssh/tmux or a `sbatch --array` would run them too."""
+    import re
+
+    import yaml
+
+    queue = f"sqlite:///{tmp_path}/queue.db"
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    done = run_module("hms.train", *command(synthetic_root, tmp_path, "cv.workers=2", "cv.launcher=none", f"cv.queue={queue}"),
+                      cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    client, parent, folds = store_runs(tmp_path)
+    assert parent.info.status == "RUNNING" and not folds  # queued, nothing trained yet
+    run_id = parent.info.run_id
+    assert f"python -m hms.train join={run_id} cv.queue={queue}" in done.stdout
+
+    job = yaml.safe_load((REPO / "deploy" / "kubernetes" / "fold-workers.yaml").read_text())
+    spec = job["spec"]["template"]["spec"]["containers"][0]
+    assert job["spec"]["completionMode"] == "Indexed" and spec["command"] == ["python", "-m", "hms.train"]
+    values = {"RUN_ID": run_id, "TRACKING_URI": tracking, "QUEUE_URI": queue}
+    args = [re.sub(r"\$\((\w+)\)", lambda m: values[m.group(1)], a) for a in spec["args"]]
+    args = [a for a in args if not a.startswith(("data.root=", "data.cache_dir="))] + [f"data.root={synthetic_root}"]
+    pods = [subprocess.Popen([sys.executable, "-m", "hms.train", *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, env={**os.environ, "JOB_COMPLETION_INDEX": str(k)})
+            for k in range(2)]
+    outputs = [p.communicate(timeout=600)[0] for p in pods]
+    assert [p.returncode for p in pods] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    client, parent, folds = store_runs(tmp_path)
+    assert parent.info.status == "FINISHED" and np.isfinite(parent.data.metrics["cv_kl"])
+    assert [(r.data.tags["hms.fold"], r.info.status) for r in folds] == [("0", "FINISHED"), ("1", "FINISHED")]
+    assert {r.data.tags["hms.worker"] for r in folds} <= {"0", "1"}
