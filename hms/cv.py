@@ -433,7 +433,7 @@ def coordinate(client, cfg, data: TrainingData, parent: Parent) -> float:
     run = client.get_run(parent.run_id)
     for w, code in enumerate(codes):
         if code and run.info.status == "FINISHED":
-            log.warning(f"fold worker {w} ended with exit code {code}; the others trained its fold again")
+            log.warning(f"fold worker {w} ended with exit code {code}; the others took over its folds")
     if run.info.status != "FINISHED":
         error = run.data.tags.get("hms.error", "")
         raise RuntimeError(f"the fold workers ended (exit codes {codes}) without finishing run {parent.run_id}"
@@ -593,6 +593,9 @@ def _work(client, cfg, devices, data: TrainingData, parent: Parent, queue, worke
             if claim.fold == FINISH:
                 scores = _finish_from_store(client, cfg, parent, trainer.baselines)
                 continue
+            if _fold_finished(client, parent.run_id, claim.fold):  # its worker died after finishing it, before saying so
+                log.info(f"fold {claim.fold}: finished by a worker that died before it told the queue; kept, not retrained")
+                continue
             child_id = trainer.open(claim.fold, announce=False)
             queue.note(claim, "mlflow_run_id", child_id)  # before anything else: a worker killed now has its run closed
             trainer.announce(claim.fold, child_id)
@@ -602,6 +605,13 @@ def _work(client, cfg, devices, data: TrainingData, parent: Parent, queue, worke
 
                 tracking.log_figures(client, parent.run_id, {"input_montage.png": plots.montage(
                     trainer.example, "one validation input as the backbone sees it")})
+
+
+def _fold_finished(client, parent_id: str, fold: int) -> bool:
+    """Whether the run holds a FINISHED run of the fold."""
+    experiment = client.get_run(parent_id).info.experiment_id
+    return bool(client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent_id}' and tags.`hms.fold` = '{fold}' "
+                                                 "and attributes.status = 'FINISHED'", max_results=1))
 
 
 def _finish_from_store(client, cfg, parent: Parent, baselines) -> dict:

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import optuna
@@ -116,6 +117,34 @@ def test_a_fold_worker_killed_mid_fold_has_its_fold_trained_once_more_by_another
     experiment = parent.info.experiment_id
     assert not client.search_runs([experiment], "attributes.status = 'RUNNING'")
     assert sorted(oof(client, parent, tmp_path).fold.unique()) == [0, 1]
+
+
+def test_a_fold_whose_worker_stopped_after_finishing_it_is_kept_not_trained_again(synthetic_root, tmp_path):
+    """The worker of fold 0 is frozen (SIGSTOP) the moment it reports the fold's KL: its fold run is FINISHED but the
+    queue was never told. Its heartbeat lapses, the other worker reaps the claim, finds the FINISHED run and keeps it:
+    fold 0 is trained once and has one FINISHED run (two would leave the run unscorable)."""
+    process = subprocess.Popen([sys.executable, "-m", "hms.train", *command(synthetic_root, tmp_path, "cv.workers=2", "cv.heartbeat=1")],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    output, pids, frozen, killed = [], {}, None, False
+    for line in process.stdout:
+        output.append(line)
+        if ": training (MLflow run" in line:
+            pids[line.split(":")[0]] = int(line.rsplit("pid ", 1)[1].rstrip(")\n"))
+        if line.startswith("fold 0: KL") and frozen is None:
+            frozen = pids["fold 0"]
+            os.kill(frozen, signal.SIGSTOP)
+            threading.Timer(120, os.kill, (frozen, signal.SIGKILL)).start()  # should the run never be scored
+        if line.startswith("cv_kl ") and not killed:  # the other worker scored the run; the frozen one dies now
+            os.kill(frozen, signal.SIGKILL)
+            killed = True
+    assert process.wait(timeout=600) == 0, "".join(output)[-3000:]
+    text = "".join(output)
+    assert text.count("fold 0: training (MLflow run") == 1 and "fold 0: finished by a worker that died" in text, text[-3000:]
+    client, parent, folds = store_runs(tmp_path)
+    assert parent.info.status == "FINISHED" and np.isfinite(parent.data.metrics["cv_kl"])
+    assert [(r.data.tags["hms.fold"], r.info.status) for r in folds] == [("0", "FINISHED"), ("1", "FINISHED")]
+    assert not client.search_runs([parent.info.experiment_id], "attributes.status = 'RUNNING'")
 
 
 def test_join_is_refused_for_a_run_without_a_fold_queue(sequential):
