@@ -171,8 +171,10 @@ def test_a_fold_whose_worker_stopped_after_finishing_it_is_kept_not_trained_agai
         if line.startswith("fold 0: KL") and frozen is None:
             frozen = pids["fold 0"]
             os.kill(frozen, signal.SIGSTOP)
-            threading.Timer(120, os.kill, (frozen, signal.SIGKILL)).start()  # should the run never be scored
+            watchdog = threading.Timer(120, lambda: subprocess.run(["kill", "-9", str(frozen)], capture_output=True))
+            watchdog.start()  # should the run never be scored, the frozen worker still ends and so does the test
         if line.startswith("cv_kl ") and not killed:  # the other worker scored the run; the frozen one dies now
+            watchdog.cancel()
             os.kill(frozen, signal.SIGKILL)
             killed = True
     assert process.wait(timeout=600) == 0, "".join(output)[-3000:]
