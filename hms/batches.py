@@ -18,7 +18,7 @@ class TileBatches(keras.utils.PyDataset):
     """
 
     def __init__(self, sources, candidates, targets, batch_size: int, augment=None, shuffle: bool = False,
-                 seed: int = 0, workers: int = 1, view=None, mixup: float = 0.0, multiple: int = 1, **kwargs):
+                 seed: int = 0, workers: int = 1, view=None, mixup: float = 0.0, multiple: int = 1, shard=(0, 1), **kwargs):
         super().__init__(workers=workers, use_multiprocessing=False, **kwargs)
         self.sources = list(sources)
         self.candidates = [np.atleast_1d(np.asarray(c)) for c in candidates]
@@ -31,6 +31,10 @@ class TileBatches(keras.utils.PyDataset):
         # JAX's data parallelism splits every batch evenly over the devices: a last, partial batch is filled up to a
         # multiple of them with its own first items again (`predict_views` drops their predictions).
         self.multiple = int(multiple)
+        # A run spread over several processes (trainer.distributed): process k of n feeds the k-th of n equal slices of
+        # every global batch (JAX assembles the global batch from them), built whole here so each slice is the one a
+        # single process would have put there.
+        self.shard = (int(shard[0]), int(shard[1]))
         self.rng = np.random.default_rng(seed)
         # Sources of the same item shape but the last axis are one model input, side by side on that axis; a
         # representation whose parts differ in shape (tiles beside raw pairs) gets one input each, as a tuple.
@@ -77,6 +81,11 @@ class TileBatches(keras.utils.PyDataset):
         if self.view is not None:
             x = self.view(x)
             x = tuple(np.ascontiguousarray(a) for a in x) if isinstance(x, tuple) else np.ascontiguousarray(x)
+        index, count = self.shard
+        if count > 1:
+            part = slice(index * len(y) // count, (index + 1) * len(y) // count)
+            x = tuple(a[part] for a in x) if isinstance(x, tuple) else x[part]
+            y = y[part]
         return x, y
 
     def tiles(self, rows: np.ndarray, augment=False):

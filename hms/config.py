@@ -97,6 +97,14 @@ def check_backend(cfg: DictConfig) -> None:
     from .backends import resolved_source, wanted
 
     backend = wanted(cfg.trainer)
+    distributed = cfg.trainer.get("distributed")
+    if distributed is not None and distributed.enabled:
+        if backend != "jax":
+            raise ConfigError(f"trainer.distributed.enabled=true needs trainer.backend=jax (jax.distributed); Keras on "
+                              f"{backend} has no working multi-process data parallelism")
+        if cfg.cv.get("workers", 1) > 1:
+            raise ConfigError("trainer.distributed.enabled=true spreads one fold over every process; cv.workers > 1 trains "
+                              "folds side by side instead: use one or the other")
     if backend == "tensorflow":
         return
     if cfg.trainer.strategy == "mirrored":

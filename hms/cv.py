@@ -15,6 +15,7 @@ import socket
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -152,7 +153,9 @@ def train_fold(cfg, devices, data: TrainingData, fold: int, fresh_model: FreshMo
     y = targets(data.samples).astype(np.float32)
     train_idx = np.flatnonzero(data.samples.fold.to_numpy() != fold)
     val_idx = np.flatnonzero(data.samples.fold.to_numpy() == fold)
-    common = dict(batch_size=cfg.trainer.batch_size, workers=cfg.trainer.workers, multiple=devices.batch_multiple)
+    spread = devices.process[1] > 1  # one fold over several processes (trainer.distributed)
+    common = dict(batch_size=cfg.trainer.batch_size, workers=cfg.trainer.workers, multiple=devices.batch_multiple,
+                  shard=devices.process)
     representation = representation_for(cfg)
     augment = representation.augmentation(seed=cfg.seed + fold)
     mixup = cfg.augmentation.get("mixup", 0.0)
@@ -177,15 +180,47 @@ def train_fold(cfg, devices, data: TrainingData, fold: int, fresh_model: FreshMo
         model.optimizer.learning_rate.assign(scale * cfg.cv.stage2_lr)
         model.fit(stage2, validation_data=val, initial_epoch=cfg.trainer.epochs, epochs=cfg.trainer.epochs + cfg.cv.stage2_epochs,
                   verbose=verbose, callbacks=[record])
-    if cfg.trainer.get("bn_recalibrate", False):  # (runs logged before the key did not) batch-norm statistics of the final weights, over the training rows
-        from .models import recalibrate_batch_norm
+    with _local(devices) as local:  # spread over processes: every process goes on with its own copy of the weights
+        if local:
+            model = _local_copy(cfg, model)
+            val = TileBatches(data.sources, data.fixed_rows[val_idx], y[val_idx], batch_size=cfg.trainer.batch_size,
+                              workers=cfg.trainer.workers)
+        if cfg.trainer.get("bn_recalibrate", False):  # (runs logged before the key did not) batch-norm statistics of the final weights, over the training rows
+            from .models import recalibrate_batch_norm
 
-        # Batches 4x the training batch: the same average, a quarter of the (eager, per-call) passes.
-        recalibrate_batch_norm(model, TileBatches(data.sources, data.fixed_rows[train_idx], y[train_idx],
-                                                  batch_size=4 * cfg.trainer.batch_size, workers=cfg.trainer.workers,
-                                                  multiple=devices.batch_multiple))
-    predictions = predict_views(model, val, representation.views())
+            # Batches 4x the training batch: the same average, a quarter of the (eager, per-call) passes.
+            recalibrate_batch_norm(model, TileBatches(data.sources, data.fixed_rows[train_idx], y[train_idx],
+                                                      batch_size=4 * cfg.trainer.batch_size, workers=cfg.trainer.workers,
+                                                      multiple=1 if local else devices.batch_multiple))
+        predictions = predict_views(model, val, representation.views())
     return model, val_idx, predictions, val
+
+
+@contextmanager
+def _local(devices):
+    """Inside: no distribution, where the run is spread over several processes (True); else nothing changes (False).
+    Their predictions would be arrays no one process holds whole."""
+    if devices.process[1] <= 1:
+        yield False
+        return
+    import keras
+
+    previous = keras.distribution.distribution()
+    keras.distribution.set_distribution(None)
+    try:
+        yield True
+    finally:
+        keras.distribution.set_distribution(previous)
+
+
+def _local_copy(cfg, model):
+    """The trained model's weights (replicated on every device of every process) in a model of this process alone."""
+    from .representations import model_for
+
+    weights = [np.asarray(w) for w in model.get_weights()]
+    local = model_for(cfg)
+    local.set_weights(weights)
+    return local
 
 
 def _steps_per_epoch(cfg, samples: pd.DataFrame) -> int:
@@ -365,6 +400,7 @@ def run_cv(cfg: DictConfig, tags: dict | None = None, on_fold=None, overrides=()
     if cfg.resume:
         cfg = resumed_config(client, cfg.resume, cfg, overrides)
     cfg = on_backend(cfg)
+    cfg = _only_process_zero_records(cfg, on_fold)
     parallel = cfg.cv.get("workers", 1) > 1
     if parallel and on_fold is not None:
         raise ConfigError("cv.workers > 1 trains a run's folds in parallel processes, but a sweep prunes its trials fold by "
@@ -391,6 +427,32 @@ def run_cv(cfg: DictConfig, tags: dict | None = None, on_fold=None, overrides=()
             log.warning(not_learned_warning(scores))
     log.info(_view_line(cfg, parent))
     return scores["cv_kl"]
+
+
+def _only_process_zero_records(cfg, on_fold) -> DictConfig:
+    """A run spread over several processes (trainer.distributed) joins them now. All run the same folds in step, and
+    only process 0 records into the run's store: the others record into a scratch store of their own, deleted when
+    they end."""
+    import atexit
+    import shutil
+
+    from .devices import join_processes
+
+    distributed = cfg.trainer.get("distributed")
+    if distributed is None or not distributed.enabled:
+        return cfg
+    if cfg.resume or on_fold is not None:
+        raise ConfigError("trainer.distributed: a resumed run and a sweep's trials run in one process each; "
+                          "start a new run without resume= (or leave trainer.distributed.enabled=false)")
+    index, count = join_processes(cfg.trainer)
+    if index == 0:
+        return cfg
+    scratch = tempfile.mkdtemp(prefix=f"hms-process{index}-")
+    atexit.register(shutil.rmtree, scratch, True)
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg))
+    cfg.tracking.uri = f"sqlite:///{scratch}/mlflow.db"
+    log.info(f"process {index} of {count}: process 0 records the run; this one records into a scratch store")
+    return cfg
 
 
 def _view_line(cfg, parent: Parent) -> str:

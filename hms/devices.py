@@ -18,6 +18,7 @@ class Devices:
     precision: str
     description: str
     distribution: object = None
+    process: tuple = (0, 1)  # (this process's index, processes) of a run spread over several (trainer.distributed)
 
     @property
     def batch_multiple(self) -> int:
@@ -114,14 +115,16 @@ def _configure_jax(trainer) -> Devices:
     import jax
     import keras
 
-    devices = jax.local_devices()
+    process = join_processes(trainer)
+    devices = jax.devices() if process[1] > 1 else jax.local_devices()  # every process's devices, or this one's
     gpus = [d for d in devices if d.platform == "gpu"]
     precision = trainer.precision
     if precision == "auto":
         capabilities = [tuple(int(p) for p in str(getattr(d, "compute_capability", "0.0")).split(".")[:2]) for d in gpus]
         precision = "float32" if not gpus else "mixed_bfloat16" if min(capabilities) >= FAST_BF16 else "mixed_float16"
     spread = len(devices) > 1 and trainer.strategy != "default"
-    distribution = keras.distribution.DataParallel(devices=[f"{d.platform}:{d.id}" for d in devices]) if spread else None
+    distribution = keras.distribution.DataParallel(devices=[f"{d.platform}:{d.id}" for d in devices],
+                                                   auto_shard_dataset=False) if spread else None  # our batches shard
     replicas = len(devices) if spread else 1
     if trainer.batch_size % replicas:
         from .schema import ConfigError
@@ -129,8 +132,26 @@ def _configure_jax(trainer) -> Devices:
         raise ConfigError(f"trainer.batch_size={trainer.batch_size}: JAX's DataParallel splits each batch evenly over the "
                           f"{replicas} devices; use a multiple of {replicas} (or trainer.strategy=default)")
     where = f"{len(gpus)} GPU(s)" if gpus else f"{len(devices)} CPU device(s)"
+    if process[1] > 1:
+        where += f" of {process[1]} processes (this one {process[0]})"
     kind = "DataParallel" if spread else "one device"
-    return Devices(_NoStrategy(replicas), replicas, precision, f"JAX {kind} x{replicas} on {where}, {precision}", distribution)
+    return Devices(_NoStrategy(replicas), replicas, precision, f"JAX {kind} x{replicas} on {where}, {precision}", distribution,
+                   process)
+
+
+def join_processes(trainer) -> tuple[int, int]:
+    """`trainer.distributed.enabled`: join the run's other processes through `jax.distributed.initialize` (once per
+    process; the coordinator, process count and index from the config, or read by JAX from SLURM or Open MPI).
+    Returns (this process's index, processes): (0, 1) when the run is one process."""
+    distributed = trainer.get("distributed")
+    if distributed is None or not distributed.enabled:
+        return 0, 1
+    import jax
+
+    if not jax.distributed.is_initialized():
+        jax.distributed.initialize(coordinator_address=distributed.coordinator, num_processes=distributed.processes,
+                                   process_id=distributed.process_id)
+    return jax.process_index(), jax.process_count()
 
 
 def visible_gpus() -> list[str]:

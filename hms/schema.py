@@ -39,6 +39,15 @@ def _one_of(*choices):
 
 
 @dataclass
+class DistributedSchema:
+    """`trainer.distributed`: one fold's data parallelism over the devices of several processes or hosts (JAX)."""
+    enabled: bool = False
+    coordinator: Optional[str] = None  # host:port of process 0; null with the rest: read from SLURM or Open MPI
+    processes: Optional[int] = field(default=None, metadata=_at_least(1))
+    process_id: Optional[int] = field(default=None, metadata=_at_least(0))
+
+
+@dataclass
 class TrainerSchema:
     epochs: int = field(default=4, metadata=_at_least(1))
     batch_size: int = field(default=32, metadata=_at_least(1))
@@ -50,6 +59,7 @@ class TrainerSchema:
     verbose: Any = field(default="auto", metadata=_one_of("auto", 0, 1, 2))
     bn_recalibrate: bool = True
     backend: Optional[str] = field(default=None, metadata=_one_of("tensorflow", "jax"))  # None: KERAS_BACKEND or tensorflow
+    distributed: DistributedSchema = field(default_factory=DistributedSchema)
 
 
 @dataclass

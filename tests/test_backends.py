@@ -107,6 +107,8 @@ def test_model_folders_predict_across_backends_both_ways(runs, synthetic_root):
     (["trainer.backend=jax", "trainer.strategy=mirrored"], "trainer.strategy=mirrored is TensorFlow's MirroredStrategy"),
     (["trainer.backend=jax", "backbone.source=efficientnet"], "the efficientnet package needs TensorFlow, not trainer.backend=jax"),
     (["trainer.backend=torch"], "trainer.backend='torch' is not one of tensorflow, jax"),
+    (["trainer.backend=tensorflow", "trainer.distributed.enabled=true"], "trainer.distributed.enabled=true needs trainer.backend=jax"),
+    (["trainer.backend=jax", "trainer.distributed.enabled=true", "cv.workers=2"], "trainer.distributed.enabled=true spreads one fold"),
 ])
 def test_what_jax_cannot_run_is_refused_by_name_before_a_run_is_recorded(overrides, message, tmp_path):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
