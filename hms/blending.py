@@ -20,8 +20,11 @@ BLENDS = ("prob", "log")
 BUNDLE_FILE = "ensemble.json"  # an ensemble run's blend and members; the same file names a model folder's members
 
 
-def blend(p: np.ndarray, weights, mode: str = "prob") -> np.ndarray:
-    """Blend (runs, rows, 6) predictions with non-negative weights: mean of probabilities, or normalised geometric mean."""
+def blend(p: np.ndarray, weights, mode: str = "prob", bias=None) -> np.ndarray:
+    """Blend (runs, rows, 6) predictions with non-negative weights: mean of probabilities, or normalised geometric mean.
+    `bias` (6 numbers, a learned stack's) is added to the blend's log-probabilities before it is normalised again."""
+    if isinstance(weights, Fit):
+        weights, bias = weights.weights, weights.bias
     w = np.asarray(weights, np.float64)
     w = w / w.sum()
     used = w > 0
@@ -31,7 +34,63 @@ def blend(p: np.ndarray, weights, mode: str = "prob") -> np.ndarray:
         out = np.exp(np.tensordot(w[used], np.log(np.clip(p[used], EPSILON, 1)), axes=1))
     else:
         raise ValueError(f"blend mode must be one of {BLENDS}, got {mode!r}")
+    if bias is not None:
+        out = np.clip(out, EPSILON, None) * np.exp(np.asarray(bias, np.float64) - np.max(bias))
     return out / out.sum(axis=-1, keepdims=True)
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A learned stack's blend: member weights and a per-class bias on the blend's log-probabilities."""
+
+    weights: np.ndarray
+    bias: np.ndarray
+
+
+def _softmax(theta: np.ndarray) -> np.ndarray:
+    e = np.exp(theta - theta.max())
+    return e / e.sum()
+
+
+def _fit_simplex(p, y, mode, ridge: float = 0.0, with_bias: bool = False, bias_ridge: float = 0.0):
+    """Weights on the simplex (a softmax of free parameters) and optionally a per-class bias, minimising the blend's
+    KL (L-BFGS): `ridge` pulls the weights towards equal ones, `bias_ridge` the bias towards 0."""
+    from scipy.optimize import minimize
+
+    runs = len(p)
+    equal = np.ones(runs) / runs
+
+    def loss(theta):
+        w = _softmax(theta[:runs])
+        bias = theta[runs:] if with_bias else None
+        value = kl_divergence(y, blend(p, w, mode, bias))
+        value += ridge * float(np.sum((w - equal) ** 2))
+        if with_bias:
+            value += bias_ridge * float(np.sum(bias ** 2))
+        return value
+
+    start = np.zeros(runs + (6 if with_bias else 0))
+    theta = minimize(loss, start, method="L-BFGS-B").x
+    w = _softmax(theta[:runs])
+    w[w < 1e-6] = 0.0
+    w = w / w.sum()
+    return Fit(w, theta[runs:].copy()) if with_bias else w
+
+
+def fit_kl(p, y, mode="prob", **_) -> np.ndarray:
+    """Non-negative weights summing to 1 that minimise the blend's KL on the rows (the KL counterpart of the 1st
+    place's non-negative least squares)."""
+    return _fit_simplex(p, y, mode)
+
+
+def fit_kl_ridge(p, y, mode="prob", ridge: float = 0.05, **_) -> np.ndarray:
+    """`fit_kl` pulled towards equal weights, for when fitted weights overfit the rows they were fitted on."""
+    return _fit_simplex(p, y, mode, ridge=ridge)
+
+
+def fit_stack(p, y, mode="prob", bias_ridge: float = 0.01, **_) -> Fit:
+    """The 3rd place's learned blend: member weights plus a per-class bias on the log-probabilities."""
+    return _fit_simplex(p, y, mode, with_bias=True, bias_ridge=bias_ridge)
 
 
 def fit_best_single(p, y, mode="prob", **_) -> np.ndarray:
@@ -119,7 +178,10 @@ def methods(trials: int = 200, max_members: int | None = None, seed: int = 0) ->
     return {"optuna": (fit_optuna, {"trials": trials, "max_members": max_members, "seed": seed}),
             "greedy": (fit_greedy, {"max_members": max_members}),
             "best_single": (fit_best_single, {}),
-            "equal": (fit_equal, {})}
+            "equal": (fit_equal, {}),
+            "kl": (fit_kl, {}),
+            "kl_ridge": (fit_kl_ridge, {}),
+            "stack": (fit_stack, {})}
 
 
 def nested_predictions(fit, p, y, folds, mode="prob", **options) -> np.ndarray:
@@ -127,19 +189,21 @@ def nested_predictions(fit, p, y, folds, mode="prob", **options) -> np.ndarray:
     out = np.empty(p.shape[1:])
     for fold in np.unique(folds):
         inside = folds != fold
-        w = fit(p[:, inside], y[inside], mode, **options)
-        out[~inside] = blend(p[:, ~inside], w, mode)
+        fitted = fit(p[:, inside], y[inside], mode, **options)
+        out[~inside] = blend(p[:, ~inside], fitted, mode)
     return out
 
 
 @dataclass(frozen=True)
 class MethodResult:
-    """One fitting method's weights, its in-sample KL, its nested KL and the seconds of the in-sample fit."""
+    """One fitting method's weights (and per-class bias, a learned stack's), its in-sample KL, its nested KL and the
+    seconds of the in-sample fit."""
 
     weights: np.ndarray
     kl: float
     nested_kl: float
     seconds: float
+    bias: np.ndarray | None = None
 
 
 def evaluate(p: np.ndarray, y: np.ndarray, folds: np.ndarray, mode: str, fits: dict) -> dict[str, MethodResult]:
@@ -147,8 +211,9 @@ def evaluate(p: np.ndarray, y: np.ndarray, folds: np.ndarray, mode: str, fits: d
     results = {}
     for name, (fit, options) in fits.items():
         start = time.perf_counter()
-        w = fit(p, y, mode, **options)
+        fitted = fit(p, y, mode, **options)
         seconds = time.perf_counter() - start
         nested_kl = kl_divergence(y, nested_predictions(fit, p, y, folds, mode, **options))
-        results[name] = MethodResult(w, kl_divergence(y, blend(p, w, mode)), nested_kl, seconds)
+        weights, bias = (fitted.weights, fitted.bias) if isinstance(fitted, Fit) else (np.asarray(fitted), None)
+        results[name] = MethodResult(weights, kl_divergence(y, blend(p, fitted, mode)), nested_kl, seconds, bias)
     return results

@@ -32,6 +32,9 @@ def main(argv=None) -> int:
     parser.add_argument("--max-members", type=int, default=None)
     parser.add_argument("--blend", choices=BLENDS, default="prob", help="prob: weighted mean; log: weighted geometric mean")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--method", default="auto", help="the blend method the ensemble uses: auto (the best nested KL), "
+                        "optuna, greedy, best_single, equal, kl (KL-optimal weights), kl_ridge (pulled to equal), stack "
+                        "(weights plus a per-class bias)")
     parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: MLFLOW_TRACKING_URI, else the config's paths.tracking: sqlite:///./mlflow.db)")
     parser.add_argument("--register", default=None, metavar="NAME",
                         help="register the ensemble's model folder in MLflow's model registry under NAME (a new version)")
@@ -39,7 +42,7 @@ def main(argv=None) -> int:
     try:
         uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or compose().tracking.store
         run_ensemble(uri, args.experiment, args.runs, args.filter, args.trials, args.max_members, args.blend, args.seed,
-                     register=args.register)
+                     register=args.register, method=args.method)
     except EnsembleError as error:
         print(f"ensemble error: {error}", file=sys.stderr)
         return 2

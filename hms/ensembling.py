@@ -160,6 +160,8 @@ class Fitted:
     results: dict
     oof: pd.DataFrame
     scores: dict
+    method: str = "optuna"
+    bias: np.ndarray | None = None
 
     @property
     def members(self) -> list[int]:
@@ -177,9 +179,10 @@ class EnsembleResult:
 
 def run_ensemble(tracking_uri: str | None = None, experiment: str = "hms", run_ids=None, filter_string: str | None = None,
                  trials: int = 200, max_members: int | None = None, mode: str = "prob", seed: int = 0,
-                 register: str | None = None) -> EnsembleResult:
+                 register: str | None = None, method: str = "auto") -> EnsembleResult:
     """Gather the candidates, fit the blend and its baselines, and record it all as an MLflow ensemble run.
-    `register`: also log the ensemble's model folder as one model and register it under that name."""
+    `register`: also log the ensemble's model folder as one model and register it under that name. `method`: the
+    blend method whose weights the ensemble uses; auto: the one with the best nested KL."""
     from omegaconf import OmegaConf
 
     from . import tracking
@@ -193,19 +196,24 @@ def run_ensemble(tracking_uri: str | None = None, experiment: str = "hms", run_i
     candidates = load_candidates(client, find_runs(client, experiment, run_ids, filter_string))
     log.info(f"{len(candidates.run_ids)} candidate runs over {len(candidates.rows)} out-of-fold rows, "
           f"{len(np.unique(candidates.folds))} folds; blend: {mode}")
-    results = evaluate(candidates.p, candidates.y, candidates.folds, mode, methods(trials, max_members, seed))
-    weights = results["optuna"].weights
-    oof = oof_frame(candidates.rows, np.arange(len(candidates.rows)), blend(candidates.p, weights, mode))
+    fits = methods(trials, max_members, seed)
+    if method != "auto" and method not in fits:
+        raise EnsembleError(f"--method must be auto or one of {', '.join(fits)}, got {method!r}")
+    results = evaluate(candidates.p, candidates.y, candidates.folds, mode, fits)
+    # auto: the method whose weights, fitted on the other folds, blend each fold best (its nested KL)
+    chosen = min(results, key=lambda m: results[m].nested_kl) if method == "auto" else method
+    weights, bias = results[chosen].weights, results[chosen].bias
+    oof = oof_frame(candidates.rows, np.arange(len(candidates.rows)), blend(candidates.p, weights, mode, bias))
     scores = cv_scores(oof)
-    scores["cv_kl_nested"] = results["optuna"].nested_kl
-    for method in ("best_single", "equal", "greedy"):
-        scores[f"{method}_kl"] = results[method].kl
-        scores[f"{method}_kl_nested"] = results[method].nested_kl
+    scores["cv_kl_nested"] = results[chosen].nested_kl
+    for name, result in results.items():
+        scores[f"{name}_kl"] = result.kl
+        scores[f"{name}_kl_nested"] = result.nested_kl
     scores["members"] = float((weights > 0).sum())
     scores.update(member_baselines(candidates, weights))
 
     experiment_id = tracking.experiment_id(client, experiment)
-    fitted = Fitted(candidates, weights, results, oof, scores)
+    fitted = Fitted(candidates, weights, results, oof, scores, chosen, bias)
     members = fitted.members
     run = client.create_run(experiment_id, run_name=f"ensemble-{len(members)}of{len(candidates.run_ids)}-{mode}",
                             tags=tracking.run_tags({"hms.run_type": "ensemble",
@@ -214,6 +222,8 @@ def run_ensemble(tracking_uri: str | None = None, experiment: str = "hms", run_i
     with tracking.failing(client, run_id), logs.run_log(client, run_id):
         _record(client, run_id, fitted, EnsembleSettings(mode, trials, max_members, seed, filter_string, cfg_tracking))
     log.info(f"MLflow ensemble run {run_id}: {tracking.ui_address(cfg_tracking, experiment_id, run_id)}")
+    log.info(f"blend method: {chosen} ({'the best nested KL' if method == 'auto' else 'asked for'}, "
+             f"nested KL {results[chosen].nested_kl:.4f})")
     log.info(f"predict with: python -m hms.predict --ensemble {run_id} --out submission.csv")
     if register:
         uri = register_ensemble(client, run_id, register, experiment_id)
@@ -232,7 +242,8 @@ def _record(client, run_id, fitted: Fitted, settings: EnsembleSettings) -> None:
         "blend": mode, "trials": str(trials), "max_members": str(max_members), "seed": str(seed),
         "candidates": str(len(candidates.run_ids)), "filter": str(settings.filter_string),
         "members": ",".join(candidates.run_ids[m] for m in members),
-        "weights": ",".join(f"{weights[m]:.6f}" for m in members)})
+        "weights": ",".join(f"{weights[m]:.6f}" for m in members), "method": fitted.method})
+    client.set_tag(run_id, "hms.method", fitted.method)
     for key, value in scores.items():
         client.log_metric(run_id, key, float(value))
     table = candidate_table(candidates, weights)
@@ -241,6 +252,9 @@ def _record(client, run_id, fitted: Fitted, settings: EnsembleSettings) -> None:
               "members": [{"run_id": candidates.run_ids[m], "name": candidates.names[m], "weight": float(weights[m]),
                            "cv_kl": float(table.cv_kl[m]), "choices": candidates.choices[m]}
                           for m in members]}
+    if fitted.bias is not None:
+        bundle["bias"] = [float(b) for b in fitted.bias]
+    bundle["method"] = fitted.method
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / BUNDLE_FILE).write_text(json.dumps(bundle, indent=2))
         client.log_artifact(run_id, str(Path(tmp) / BUNDLE_FILE))

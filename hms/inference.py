@@ -43,7 +43,7 @@ def export(client, to, run_id: str | None = None, ensemble_id: str | None = None
     to = Path(to)
     if ensemble_id:
         bundle = _download_json(client, ensemble_id, BUNDLE_FILE, "an ensemble run (hms.run_type=ensemble)")
-        bundle = {"format": 1, "blend": bundle["blend"], "source": ensemble_id,
+        bundle = {"format": 1, "blend": bundle["blend"], "source": ensemble_id, **({"bias": bundle["bias"]} if "bias" in bundle else {}),
                   "members": [{"run_id": m["run_id"], "name": m.get("name"), "weight": m["weight"]} for m in bundle["members"]]}
     else:
         run = _get_run(client, run_id)
@@ -204,6 +204,10 @@ def load_bundle(folder) -> dict:
         raise PredictError(f"{path}: no members")
     if bundle.get("blend") not in BLENDS:
         raise PredictError(f"{path}: blend must be one of {BLENDS}, got {bundle.get('blend')!r}")
+    bias = bundle.get("bias")
+    if bias is not None and not (isinstance(bias, list) and len(bias) == 6 and all(isinstance(b, (int, float)) and
+                                                                                    np.isfinite(b) for b in bias)):
+        raise PredictError(f"{path}: bias must be 6 finite numbers (one per class), got {bias!r}")
     for member in members:
         member_dir = folder / member["run_id"]
         if not (member_dir / "config.yaml").is_file():
@@ -271,7 +275,7 @@ def predict(bundle: dict, cfg: DictConfig) -> pd.DataFrame:
     predictions = np.stack([member_predictions(m, cfg.data, root, test) for m in bundle["members"]])
     missing = np.isnan(predictions).any(axis=(0, 2))
     predictions[:, missing] = 0  # filled below
-    blended = blend(predictions, [m["weight"] for m in bundle["members"]], bundle["blend"])
+    blended = blend(predictions, [m["weight"] for m in bundle["members"]], bundle["blend"], bundle.get("bias"))
     if missing.any():
         # data.bad_files=skip: rows whose files are bad get the mean prediction, so the submission stays complete.
         blended[missing] = blended[~missing].mean(axis=0) if (~missing).any() else 1 / len(VOTE_COLUMNS)

@@ -317,6 +317,33 @@ def test_ensemble_submission_blends_its_members_submissions(learned_run, signal_
     assert blended.eeg_id.tolist() == alone[0].eeg_id.tolist() == alone[1].eeg_id.tolist() \
         == pd.read_csv(root / "test.csv").eeg_id.tolist()
     assert np.allclose(blended[list(VOTE_COLUMNS)].to_numpy(), expected, atol=1e-9)
+    # The same folder with a learned stack's per-class bias: the blend times exp(bias), normalised again.
+    bias = [0.5, -0.2, 0.0, 1.0, -1.0, 0.3]
+    (folder / "ensemble.json").write_text(json.dumps({"format": 1, "blend": "prob", "bias": bias, "members": [
+        {"run_id": r, "weight": w} for r, w in zip(members, weights)]}))
+    biased = predict(load_bundle(folder), cfg)[list(VOTE_COLUMNS)].to_numpy()
+    tilted = expected * np.exp(bias)
+    assert np.allclose(biased, tilted / tilted.sum(axis=1, keepdims=True), atol=1e-9)
+
+
+def test_the_ensemble_uses_the_method_with_the_best_nested_kl_or_the_one_asked_for(learned_run, signal_run, tmp_path):
+    store, _, tiles_run = learned_run
+    client, members = runs(store)[0], [tiles_run, signal_run]
+    uri = f"sqlite:///{store}/mlflow.db"
+    auto = run_ensemble(uri, run_ids=members, trials=10)
+    run = client.get_run(auto.run_id)
+    nested = {k[:-len("_kl_nested")]: v for k, v in run.data.metrics.items() if k.endswith("_kl_nested") and k != "cv_kl_nested"}
+    assert set(nested) == {"optuna", "greedy", "best_single", "equal", "kl", "kl_ridge", "stack"}
+    assert run.data.tags["hms.method"] == min(nested, key=nested.get)
+    assert run.data.metrics["cv_kl_nested"] == pytest.approx(min(nested.values()))
+
+    stacked = run_ensemble(uri, run_ids=members, trials=10, method="stack")
+    run = client.get_run(stacked.run_id)
+    assert run.data.tags["hms.method"] == "stack" and run.data.metrics["cv_kl_nested"] == pytest.approx(run.data.metrics["stack_kl_nested"])
+    bundle = load_bundle(export(client, tmp_path / "stack", ensemble_id=stacked.run_id))
+    assert len(bundle["bias"]) == 6 and all(np.isfinite(bundle["bias"]))
+    with pytest.raises(EnsembleError, match="--method must be auto or one of"):
+        run_ensemble(uri, run_ids=members, trials=10, method="mean")
 
 
 def test_a_mismatched_run_is_rejected_by_name(learned_run, signal_run):
