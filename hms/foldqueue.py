@@ -24,6 +24,7 @@ from pathlib import Path
 
 HEARTBEAT_SECONDS = 20  # a RUNNING trial whose worker sent no heartbeat for 3 x this long is failed and retried
 FINISH = -1  # the "fold" number of the finishing step
+MAX_RETRY = 3  # a fold whose worker died this many times more than once is not claimed again: the run fails
 TAG = "hms.fold_queue"  # the parent run's tag naming its queue: "<study name> @ <storage URL, redacted>"
 
 
@@ -64,7 +65,7 @@ class FoldQueue:
         in the old one."""
         import optuna
 
-        storage = open_storage(url, heartbeat)
+        storage = open_storage(url, heartbeat, MAX_RETRY)
         taken = set(optuna.get_all_study_names(storage))
         name = next(f"hms-folds-{run_id}-{n}" for n in range(len(taken) + 1) if f"hms-folds-{run_id}-{n}" not in taken)
         with _quiet():
@@ -79,7 +80,7 @@ class FoldQueue:
     def open(cls, url: str, name: str, heartbeat: float) -> FoldQueue:
         import optuna
 
-        storage = open_storage(url, heartbeat)
+        storage = open_storage(url, heartbeat, MAX_RETRY)
         if name not in optuna.get_all_study_names(storage):
             raise QueueError(f"no fold queue {name!r} in {_redact(url)} (give the storage the run was started with: cv.queue=...)")
         with _quiet():
@@ -119,8 +120,19 @@ class FoldQueue:
         return {self.fold_of(t) for t in self.trials() if t.state == optuna.trial.TrialState.COMPLETE}
 
     def errors(self) -> list[str]:
-        """Folds that failed with an error of their own (each fails the run; a dead worker's fold is retried)."""
-        return [f"fold {self.fold_of(t)}: {t.user_attrs['hms.error']}" for t in self.trials() if "hms.error" in t.user_attrs]
+        """Folds that failed with an error of their own (each fails the run; a dead worker's fold is retried), and
+        folds whose workers died more times than they are retried (never a run that waits for them forever)."""
+        import collections
+
+        import optuna
+
+        trials = self.trials()
+        errors = [f"fold {self.fold_of(t)}: {t.user_attrs['hms.error']}" for t in trials if "hms.error" in t.user_attrs]
+        deaths = collections.Counter(self.fold_of(t) for t in trials
+                                     if t.state == optuna.trial.TrialState.FAIL and "hms.error" not in t.user_attrs)
+        errors += [f"fold {fold}: its worker died {count} times (no heartbeat), so it is not claimed again"
+                   for fold, count in sorted(deaths.items()) if count > MAX_RETRY]
+        return errors
 
     def finished(self) -> bool:
         return FINISH in self.complete_folds()
@@ -200,10 +212,10 @@ class FoldQueue:
         return dict(collections.Counter(t.state.name for t in self.trials()))
 
 
-def open_storage(url: str, heartbeat: float = HEARTBEAT_SECONDS):
+def open_storage(url: str, heartbeat: float = HEARTBEAT_SECONDS, max_retry: int = 1):
     """Optuna storage for a URL: an RDB (SQLite, PostgreSQL ...) with heartbeats, so that the trial of a worker
-    that died is failed and its parameters retried once (`RetryHeartbeatStaleTrialCallback`); or a journal file
-    (`*.journal` / `journal:PATH`, no heartbeats)."""
+    that died is failed and its parameters retried (`RetryHeartbeatStaleTrialCallback`, at most `max_retry` times);
+    or a journal file (`*.journal` / `journal:PATH`, no heartbeats)."""
     import optuna
 
     if url.startswith("journal:") or url.endswith(".journal"):
@@ -222,7 +234,7 @@ def open_storage(url: str, heartbeat: float = HEARTBEAT_SECONDS):
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(
                     url, heartbeat_interval=max(1, int(heartbeat)), grace_period=max(2, int(3 * heartbeat)),
-                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry))
         except SQLAlchemyError:  # workers starting together race to create the tables: the loser retries
             if attempt == 4:
                 raise

@@ -340,6 +340,20 @@ def prepare_study(space: Space, storage: str, name: str, trailing=(), worker: in
     return study, client, _sweep_run(client, experiment, name, space, storage)
 
 
+def _twin(study, trial) -> int | None:
+    """Another trial (complete, pruned, running, or failed by its own error) with this trial's parameters: its number.
+    Each trial stores its parameters before it looks, so of two that drew the same point at once at least one sees
+    the other. The retry of a dead worker's trial repeats only a trial that does not count, so it is no twin."""
+    import optuna
+
+    params = study._storage.get_trial(trial._trial_id).params
+    for other in study.get_trials(deepcopy=False):
+        if other.number != trial.number and other.params == params and (
+                _counts(other) or other.state == optuna.trial.TrialState.RUNNING):
+            return other.number
+    return None
+
+
 class _Surplus(Exception):
     """A trial started after the study already held its total (two workers finishing together)."""
 
@@ -370,7 +384,15 @@ def launch(space_path, trials: int, storage: str | None = None, study_name: str 
             trial.set_user_attr("hms.surplus", True)
             raise _Surplus(f"the study already holds {trials} trial(s)")
         keras.backend.clear_session()  # one process runs many trials: free the previous models
-        overrides = [*space.base, *sample(trial, space), *trailing]
+        sampled = sample(trial, space)
+        twin = _twin(study, trial)
+        if twin is not None:  # another worker's sampler, seeded alike, proposed the same point: diverge from it
+            import secrets
+
+            trial.set_user_attr("hms.surplus", True)
+            study.sampler = _sampler(space, worker + 1000 * len(study.get_trials(deepcopy=False)) + 1 + secrets.randbelow(2**20))
+            raise _Surplus(f"trial {twin} already runs or ran these parameters; this worker's sampler is reseeded")
+        overrides = [*space.base, *sampled, *trailing]
         trial.set_user_attr("overrides", overrides)
         cfg = compose(overrides)
         planned = len(cfg.cv.only) if cfg.cv.only is not None else cfg.cv.folds

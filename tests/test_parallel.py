@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from .helpers import REPO, run_module
+from .helpers import REPO, chaos, run_module
 
 pytestmark = pytest.mark.slow  # trains in several processes
 
@@ -93,57 +93,20 @@ def test_chaos_fold_workers_killed_and_relaunched_train_every_fold_exactly_once(
     (the first the instant a fold starts, so a fold run is surely left mid-way), a bounded run. Every fold ends with
     exactly one FINISHED run; each killed fold run is FAILED with the reason; the queue holds one COMPLETE trial per
     fold and nothing RUNNING; the run is scored over every fold; no MLflow run is RUNNING."""
-    import queue as queues
-    import random
-    import time
-
-    rng = random.Random(26)
     done = run_module("hms.train", *command(synthetic_root, tmp_path, "cv.folds=4", "cv.workers=2", "cv.launcher=none",
                                             "cv.heartbeat=1"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    client, parent, _ = store_runs(tmp_path)
-    run_id = parent.info.run_id
-    lines = queues.Queue()
-
-    def start(name):
-        process = subprocess.Popen([sys.executable, "-m", "hms.train", f"join={run_id}", f"paths.root={tmp_path}"], cwd=tmp_path,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1", "HMS_WORKER": name})
-        threading.Thread(target=lambda: [lines.put((name, line)) for line in process.stdout], daemon=True).start()
-        return process
-
-    workers = {f"w{k}": start(f"w{k}") for k in range(2)}
-    launched, kills, output, planned_kill = 2, [], [], None
-    deadline = time.monotonic() + 500
-    while any(p.poll() is None for p in workers.values()) and time.monotonic() < deadline:
-        try:
-            name, line = lines.get(timeout=0.5)
-            output.append(f"{name}: {line}")
-        except queues.Empty:
-            name, line = None, ""
-        if ": training (MLflow run" in line and len(kills) < 3 and planned_kill is None:
-            planned_kill = (name, time.monotonic() + (0 if not kills else rng.uniform(0, 6)))
-        if planned_kill and time.monotonic() >= planned_kill[1] and workers[planned_kill[0]].poll() is None:
-            victim = planned_kill[0]
-            workers[victim].kill()
-            workers[victim].wait()
-            kills.append(victim)
-            planned_kill = None
-            replacement = f"w{launched}"
-            launched += 1
-            workers[replacement] = start(replacement)  # relaunched at once
-    if time.monotonic() >= deadline:
-        for p in workers.values():
-            p.kill()
-        raise AssertionError("the run did not finish in time:\n" + "".join(output)[-3000:])
-    codes = {name: p.wait() for name, p in workers.items()}
-    assert sorted(n for n, c in codes.items() if c != 0) == sorted(kills), "".join(output)[-3000:]
-    assert len(kills) >= 2, "".join(output)[-3000:]
+    run_id = store_runs(tmp_path)[1].info.run_id
+    codes, kills, launched, output = chaos(
+        lambda name: [sys.executable, "-m", "hms.train", f"join={run_id}", f"paths.root={tmp_path}"],
+        ": training (MLflow run", tmp_path, seed=26)
+    assert sorted(n for n, c in codes.items() if c != 0) == sorted(kills), output[-3000:]
+    assert len(kills) >= 2, output[-3000:]
 
     client, parent, folds = store_runs(tmp_path)
     assert parent.info.status == "FINISHED" and np.isfinite(parent.data.metrics["cv_kl"])
     finished = [r.data.tags["hms.fold"] for r in folds if r.info.status == "FINISHED"]
-    assert sorted(finished) == ["0", "1", "2", "3"], "".join(output)[-3000:]  # every fold once: none twice, none missing
+    assert sorted(finished) == ["0", "1", "2", "3"], output[-3000:]  # every fold once: none twice, none missing
     failed = [r for r in folds if r.info.status == "FAILED"]
     assert failed and all("died" in r.data.tags["hms.error"] for r in failed)
     assert not client.search_runs([parent.info.experiment_id], "attributes.status = 'RUNNING'")
