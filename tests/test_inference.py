@@ -290,6 +290,8 @@ def test_log_space_blend_is_a_normalised_geometric_mean(learned_run, signal_run,
     result = run_ensemble(f"sqlite:///{store}/mlflow.db", run_ids=members, trials=30, mode="log")
     p = np.stack([oof_of(client, r, tmp_path).filter(like="p_").to_numpy() for r in members])
     geometric = np.exp(np.tensordot(result.weights, np.log(np.maximum(p, 1e-15)), axes=1))  # the metric's clip
+    bundle = json.loads(open(client.download_artifacts(result.run_id, "ensemble.json", str(tmp_path))).read())
+    geometric *= np.exp(bundle.get("bias", np.zeros(6)))  # the per-class bias, where the chosen method learned one
     geometric /= geometric.sum(axis=1, keepdims=True)
     assert result.scores["cv_kl"] == pytest.approx(kl_divergence(result.candidates.y, geometric), abs=1e-9)
     assert result.scores["cv_kl"] <= min(kl_divergence(result.candidates.y, q) for q in p) + 1e-6  # rows renormalised

@@ -111,5 +111,6 @@ def test_a_representation_registered_in_a_test_file_trains_predicts_offline_and_
     names = {r.info.run_id: name for name, r in runs.items()}
     weights = {names[m["run_id"]]: m["weight"] for m in bundle["members"]}
     expected = sum(w * members[n].loc[blended.index].to_numpy() for n, w in weights.items())
+    expected = expected * np.exp(bundle.get("bias", np.zeros(6)))  # a learned stack's per-class bias, if it chose one
     np.testing.assert_allclose(blended.to_numpy(), expected / expected.sum(axis=1, keepdims=True), atol=1e-6)
     assert list(here.iterdir()) == []  # nothing written where the commands ran: every place is under paths.root
