@@ -15,14 +15,19 @@ class TileBatches(keras.utils.PyDataset):
     all its labelled windows, one chosen at random each epoch (data.sampling=random).
     `mixup` > 0: each batch is mixed with a shuffled copy of itself, inputs and vote distributions with the same
     weight drawn from Beta(mixup, mixup) per sample (a mixture of two distributions is what a KL loss can fit).
+    `weights` (one per sample): batches are (x, y, w), and Keras weights each sample's loss by w (mixed with the
+    same Beta weight as its inputs under mixup).
     """
 
     def __init__(self, sources, candidates, targets, batch_size: int, augment=None, shuffle: bool = False,
-                 seed: int = 0, workers: int = 1, view=None, mixup: float = 0.0, multiple: int = 1, shard=(0, 1), **kwargs):
+                 seed: int = 0, workers: int = 1, view=None, mixup: float = 0.0, multiple: int = 1, shard=(0, 1), weights=None, **kwargs):
         super().__init__(workers=workers, use_multiprocessing=False, **kwargs)
         self.sources = list(sources)
         self.candidates = [np.atleast_1d(np.asarray(c)) for c in candidates]
         self.targets = np.asarray(targets, np.float32)
+        self.weights = None if weights is None else np.asarray(weights, np.float32)
+        if self.weights is not None and self.weights.shape != (len(self.targets),):
+            raise ValueError(f"weights: one per sample expected ({len(self.targets)}), got shape {self.weights.shape}")
         self.batch_size = batch_size
         self.augment = augment
         self.shuffle = shuffle
@@ -68,6 +73,7 @@ class TileBatches(keras.utils.PyDataset):
 
             augment = reseeded(self.augment, int(np.random.SeedSequence([self.epoch_seed, index]).generate_state(1)[0]))
         x, y = self.tiles(self.rows[picked], augment), self.targets[picked]
+        w = None if self.weights is None else self.weights[picked]
         if self.mixup > 0 and len(picked) > 1:
             # Its own generator per batch (seeded by the epoch's draw and the index): threads may build batches
             # in any order, and the same batch is mixed the same way.
@@ -78,6 +84,7 @@ class TileBatches(keras.utils.PyDataset):
                              + (1 - weight.reshape(-1, *([1] * (a.ndim - 1)))) * a[partner])
             x = tuple(mix(a) for a in x) if isinstance(x, tuple) else mix(x)
             y = weight[:, None] * y + (1 - weight[:, None]) * y[partner]
+            w = None if w is None else weight * w + (1 - weight) * w[partner]
         if self.view is not None:
             x = self.view(x)
             x = tuple(np.ascontiguousarray(a) for a in x) if isinstance(x, tuple) else np.ascontiguousarray(x)
@@ -86,7 +93,8 @@ class TileBatches(keras.utils.PyDataset):
             part = slice(index * len(y) // count, (index + 1) * len(y) // count)
             x = tuple(a[part] for a in x) if isinstance(x, tuple) else x[part]
             y = y[part]
-        return x, y
+            w = None if w is None else w[part]
+        return (x, y) if w is None else (x, y, w)
 
     def tiles(self, rows: np.ndarray, augment=False):
         """The inputs of cache `rows` (augmented by `augment`, or by the batches' own augmentation if not given), kinds

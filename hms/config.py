@@ -115,6 +115,12 @@ def check_backend(cfg: DictConfig) -> None:
                           f"{backend}; use backbone.source=keras or auto (keras.applications' EfficientNets)")
 
 
+def fold_seed(cfg: DictConfig) -> int:
+    """The seed of the fold assignment: `cv.fold_seed`, or the run's `seed` (a seed bag keeps one assignment)."""
+    value = cfg.cv.get("fold_seed")
+    return int(cfg.seed if value is None else value)
+
+
 def planned_folds(cfg: DictConfig) -> list[int]:
     """The folds a run trains: `cv.only`, or all of them."""
     return list(cfg.cv.only) if cfg.cv.only is not None else list(range(cfg.cv.folds))

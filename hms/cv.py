@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import logs, tracking
 from .baselines import learned as has_learned
-from .config import ConfigError, planned_folds
+from .config import ConfigError, fold_seed, planned_folds
 from .dataset import HQ_VOTES, PRED_COLUMNS, TARGET_COLUMNS, targets
 from .inputs import TrainingData, load_training_data
 from .oof import RunBaselines, cv_scores, not_learned_warning, oof_frame, score_line
@@ -34,14 +34,18 @@ log = logs.get(__name__)
 
 
 def fold_rows(data: TrainingData, batches: dict) -> pd.DataFrame:
-    """eeg_id, patient_id, role: the eeg_ids each role's batches (train, valid, stage2) can draw windows from.
+    """eeg_id, patient_id, role, weight: the eeg_ids each role's batches (train, valid, stage2) can draw windows from,
+    and the weight of each in the loss (cv.sample_weight; 1 where the batches are unweighted).
 
     Read from the batches themselves, so the record shows what a fold's model really saw."""
     patient = pd.Series(data.samples.patient_id.to_numpy(), index=data.samples.eeg_id.to_numpy())
     parts = []
     for role, b in batches.items():
-        ids = np.unique(data.row_eeg_ids[np.concatenate(b.candidates)])
-        parts.append(pd.DataFrame({"eeg_id": ids, "patient_id": patient.loc[ids].to_numpy(), "role": role}))
+        sample_ids = np.array([data.row_eeg_ids[c[0]] for c in b.candidates])  # one eeg_id per sample
+        weights = np.ones(len(sample_ids)) if b.weights is None else b.weights.astype(np.float64)
+        frame = pd.DataFrame({"eeg_id": sample_ids, "weight": weights}).drop_duplicates("eeg_id").sort_values("eeg_id")
+        parts.append(pd.DataFrame({"eeg_id": frame.eeg_id.to_numpy(), "patient_id": patient.loc[frame.eeg_id].to_numpy(),
+                                   "role": role, "weight": frame.weight.to_numpy()}))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -143,6 +147,15 @@ def progress_verbosity(setting, stream=None) -> int:
     return 1 if hasattr(stream, "isatty") and stream.isatty() else 2
 
 
+def vote_weights(votes: np.ndarray, cap: int) -> np.ndarray | None:
+    """`cv.sample_weight`: each training row weighs min(votes, cap), scaled so that the rows' weights average 1
+    (the loss keeps its scale, so the learning rate means what it meant). None where cap is 0 (off)."""
+    if not cap:
+        return None
+    weights = np.minimum(np.asarray(votes, np.float64), cap)
+    return (weights / weights.mean()).astype(np.float32)
+
+
 def train_fold(cfg, devices, data: TrainingData, fold: int, fresh_model: FreshModel, client, run_id: str, history: dict):
     """Train one fold (and its optional second stage); returns the model and its validation predictions."""
     from .batches import TileBatches, predict_views
@@ -159,8 +172,9 @@ def train_fold(cfg, devices, data: TrainingData, fold: int, fresh_model: FreshMo
     representation = representation_for(cfg)
     augment = representation.augmentation(seed=cfg.seed + fold)
     mixup = cfg.augmentation.get("mixup", 0.0)
+    weights = vote_weights(data.samples.total_votes.to_numpy()[train_idx], cfg.cv.get("sample_weight", 0))
     train = TileBatches(data.sources, [data.window_rows[i] for i in train_idx], y[train_idx], augment=augment,
-                        shuffle=True, seed=cfg.seed + fold, mixup=mixup, **common)
+                        shuffle=True, seed=cfg.seed + fold, mixup=mixup, weights=weights, **common)
     val = TileBatches(data.sources, data.fixed_rows[val_idx], y[val_idx], **common)
     hq = train_idx[data.samples.total_votes.to_numpy()[train_idx] >= HQ_VOTES]
     stage2 = None
@@ -300,6 +314,10 @@ def open_parent(client, cfg: DictConfig, tags: dict | None = None) -> Parent:
     name = f"{cfg.backbone.name}-{cfg.input.mix}-cv{cfg.cv.folds}"
     if "hms.sweep" in tags:  # a sweep's trial: its study and number first, as the sweep's runs table lists them
         name = f"{tags['hms.sweep']}-trial{tags.get('hms.trial', '?')}-{name}"
+    if "hms.seeds" in tags:  # a seed bag
+        name += f"-bag{len(tags['hms.seeds'].split(','))}"
+    if "hms.seed" in tags:  # one seed's run in a bag
+        name += f"-seed{tags['hms.seed']}"
     parent = client.create_run(experiment, run_name=name, tags=tracking.run_tags({"hms.run_type": "cv", **tags}))
     with tracking.failing(client, parent.info.run_id):
         shown = tracking.redacted(cfg)
@@ -317,16 +335,18 @@ def log_training_data(client, run_id: str, cfg: DictConfig, data: TrainingData) 
 
     folds = data.samples[["eeg_id", "patient_id", "fold"]]
     digest = hashlib.sha256(data.digest.encode() + folds.to_numpy("int64").tobytes()).hexdigest()[:16]
-    tracking.log_dataset(client, run_id, folds, f"{name}-folds{cfg.cv.folds}-seed{cfg.seed}", data.root, digest, "fold assignment")
+    tracking.log_dataset(client, run_id, folds, f"{name}-folds{cfg.cv.folds}-seed{fold_seed(cfg)}", data.root, digest, "fold assignment")
 
 
 def record_fold(client, parent: Parent, child_id: str, fold: int, part: pd.DataFrame, model, baselines: RunBaselines) -> dict:
     """A finished fold's records: its OOF rows, KL and baselines on its child run, its weights on the parent, and
     the fold model as an MLflow logged model (its config and weights; the fold's KL and baselines as its metrics)."""
     parent_id = parent.run_id
-    fold_kl = cv_scores(part)["cv_kl"]
+    fold_scores = cv_scores(part)
+    fold_kl = fold_scores["cv_kl"]
     tracking.log_frame(client, child_id, part, "oof_fold.parquet")
-    scores = {"kl": fold_kl, **baselines.scores([fold])}
+    scores = {"kl": fold_kl, **({"kl_hq": fold_scores["cv_kl_hq"]} if "cv_kl_hq" in fold_scores else {}),
+              **baselines.scores([fold])}
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / f"fold{fold}.weights.h5"
         model.save_weights(weights)
@@ -399,6 +419,10 @@ def run_cv(cfg: DictConfig, tags: dict | None = None, on_fold=None, overrides=()
     client = tracking.client_for(cfg.tracking) if cfg.resume else None
     if cfg.resume:
         cfg = resumed_config(client, cfg.resume, cfg, overrides)
+    if cfg.cv.get("seeds"):  # a seed bag: one CV run per seed under one parent (hms.bag)
+        from .bag import run_bag
+
+        return run_bag(client or tracking.client_for(cfg.tracking), cfg, tags, on_fold, run_cv)
     cfg = on_backend(cfg)
     cfg = _only_process_zero_records(cfg, on_fold)
     parallel = cfg.cv.get("workers", 1) > 1
@@ -408,6 +432,7 @@ def run_cv(cfg: DictConfig, tags: dict | None = None, on_fold=None, overrides=()
     client = client or tracking.client_for(cfg.tracking)
     devices = None if parallel else configure(cfg.trainer)  # the workers configure their own
     data = load_training_data(cfg)
+    check_score_rows(cfg, data)
     parent = open_parent(client, cfg, tags)
     parent_id = parent.run_id
     log.info(f"MLflow run {parent_id} (experiment {parent.experiment}) at {tracking.tracking_uri(cfg.tracking)}")
@@ -426,7 +451,29 @@ def run_cv(cfg: DictConfig, tags: dict | None = None, on_fold=None, overrides=()
         if not learned:
             log.warning(not_learned_warning(scores))
     log.info(_view_line(cfg, parent))
-    return scores["cv_kl"]
+    return scores[score_key(cfg)]
+
+
+def score_key(cfg) -> str:
+    """The KL a run returns to sweeps (cv.score_on): cv_kl over all OOF rows, or cv_kl_hq over those with >= 10 votes.
+    Both are always logged."""
+    return "cv_kl_hq" if cfg.cv.get("score_on", "all") == "hq" else "cv_kl"
+
+
+def fold_score_key(cfg) -> str:
+    """A fold's counterpart of `score_key` (the child run's metric a sweep's pruner sees)."""
+    return "kl_hq" if cfg.cv.get("score_on", "all") == "hq" else "kl"
+
+
+def check_score_rows(cfg, data: TrainingData) -> None:
+    """cv.score_on=hq needs rows with >= 10 votes in every fold it trains, or there is no KL to return."""
+    if cfg.cv.get("score_on", "all") != "hq":
+        return
+    hq = data.samples[data.samples.total_votes >= HQ_VOTES]
+    empty = [fold for fold in planned_folds(cfg) if not (hq.fold == fold).any()]
+    if empty:
+        raise ConfigError(f"cv.score_on=hq: fold(s) {empty} of {data.root} have no rows with >= {HQ_VOTES} votes to score; "
+                          f"use cv.score_on=all")
 
 
 def _only_process_zero_records(cfg, on_fold) -> DictConfig:
@@ -504,7 +551,7 @@ def coordinate(client, cfg, data: TrainingData, parent: Parent) -> float:
     scores = run.data.metrics
     log.info(score_line(scores))
     log.info(_view_line(cfg, parent))
-    return scores["cv_kl"]
+    return scores[score_key(cfg)]
 
 
 def _worker_envs(workers: int, env: dict, gpus: list[str]) -> list[dict]:
@@ -609,7 +656,7 @@ def join_run(cfg: DictConfig, overrides=()) -> float:
     parent = Parent(run_id, run.info.experiment_id, cfg)
     if queue.finished():
         log.info(f"run {run_id} is finished: nothing left to train")
-        return client.get_run(run_id).data.metrics["cv_kl"]
+        return client.get_run(run_id).data.metrics[score_key(cfg)]
     devices = configure(cfg.trainer)
     data = load_training_data(cfg)
     recorded = {i.dataset.digest for i in run.inputs.dataset_inputs if i.dataset.name == f"{cfg.data.name}-train"}
@@ -624,7 +671,7 @@ def join_run(cfg: DictConfig, overrides=()) -> float:
     if scores is None:  # another worker finished the run
         scores = client.get_run(run_id).data.metrics
     log.info(f"worker {worker}: no fold left")
-    return scores["cv_kl"]
+    return scores[score_key(cfg)]
 
 
 def _work(client, cfg, devices, data: TrainingData, parent: Parent, queue, worker: str):
@@ -729,7 +776,7 @@ def _fold_loop(client, cfg, devices, data: TrainingData, parent: Parent, on_fold
             continue
         part, scores = trainer.train(fold, first=trainer.fresh_model is None)
         parts.append(part)
-        if on_fold is not None and on_fold(fold, scores["kl"], parent.run_id):
+        if on_fold is not None and on_fold(fold, scores[fold_score_key(cfg)], parent.run_id):
             stopped = fold != folds[-1]
             if stopped:
                 log.info(f"stopped after fold {fold} (pruned)")

@@ -20,6 +20,7 @@ import pandas as pd
 
 from . import logs
 from .blending import BLENDS, BUNDLE_FILE, blend, evaluate, methods
+from .dataset import HQ_VOTES
 from .oof import BASELINE_KEYS, OOF_COLUMNS, PRED_COLUMNS, TARGET_COLUMNS, cv_scores, oof_frame
 
 log = logs.get(__name__)
@@ -58,6 +59,32 @@ class Candidates:
 
 # --- finding and aligning runs ---------------------------------------------------------------
 
+def score_metric(score_on: str) -> str:
+    return "cv_kl_hq" if score_on == "hq" else "cv_kl"
+
+
+def study_runs(client, experiment: str, studies, top: int, score_on: str = "all") -> list:
+    """The best `top` finished CV runs (by `cv_kl`, or `cv_kl_hq` with score_on=hq) of each sweep study named."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise EnsembleError(f"no experiment {experiment!r} in the tracking store")
+    if top < 1:
+        raise EnsembleError(f"--top must be at least 1, got {top}")
+    key, runs = score_metric(score_on), []
+    for study in studies:
+        finished = client.search_runs([found.experiment_id], f"tags.`hms.run_type` = 'cv' AND tags.`hms.sweep` = '{study}' "
+                                      "AND attributes.status = 'FINISHED'", max_results=10000)
+        scored = [r for r in finished if key in r.data.metrics]
+        if not scored:
+            raise EnsembleError(f"study {study!r}: no finished CV run with {key} in experiment {experiment!r} "
+                                f"(run the sweep first: python -m hms.sweep --study {study} ...)")
+        best = sorted(scored, key=lambda r: r.data.metrics[key])[:top]
+        log.info(f"study {study}: the best {len(best)} of {len(scored)} finished runs by {key}: "
+                 + ", ".join(f"{r.info.run_id[:8]} {r.data.metrics[key]:.4f}" for r in best))
+        runs += [r for r in best if r.info.run_id not in {q.info.run_id for q in runs}]
+    return runs
+
+
 def find_runs(client, experiment: str, run_ids=None, filter_string: str | None = None) -> list:
     """The candidate runs: the named ones (each must be a finished CV run) or every finished CV run of the experiment."""
     from mlflow.exceptions import MlflowException
@@ -89,7 +116,17 @@ def find_runs(client, experiment: str, run_ids=None, filter_string: str | None =
         token = page.token
         if not token:
             break
-    return sorted(runs, key=lambda r: r.info.start_time)
+    # A seed bag stands for its seed runs (they are in it already).
+    return sorted([r for r in runs if "hms.bag" not in r.data.tags], key=lambda r: r.info.start_time)
+
+
+def runs_score_on(runs) -> str:
+    """The candidates' own cv.score_on (all where older runs did not log it); runs that differ must be told which."""
+    found = {r.data.params.get("cv.score_on", "all") for r in runs}
+    if len(found) > 1:
+        raise EnsembleError(f"the candidate runs were scored on different rows (cv.score_on {sorted(found)}): "
+                            "choose with --score-on all|hq")
+    return found.pop() if found else "all"
 
 
 def _choices(run) -> dict[str, str]:
@@ -179,7 +216,8 @@ class EnsembleResult:
 
 def run_ensemble(tracking_uri: str | None = None, experiment: str = "hms", run_ids=None, filter_string: str | None = None,
                  trials: int = 200, max_members: int | None = None, mode: str = "prob", seed: int = 0,
-                 register: str | None = None, method: str = "auto") -> EnsembleResult:
+                 register: str | None = None, method: str = "auto", studies=None, top: int = 3,
+                 score_on: str | None = None) -> EnsembleResult:
     """Gather the candidates, fit the blend and its baselines, and record it all as an MLflow ensemble run.
     `register`: also log the ensemble's model folder as one model and register it under that name. `method`: the
     blend method whose weights the ensemble uses; auto: the one with the best nested KL."""
@@ -193,13 +231,25 @@ def run_ensemble(tracking_uri: str | None = None, experiment: str = "hms", run_i
         raise EnsembleError(f"--max-members must be at least 1, got {max_members}")
     cfg_tracking = OmegaConf.create({"uri": tracking_uri, "experiment": experiment})
     client = tracking.client_for(cfg_tracking)
-    candidates = load_candidates(client, find_runs(client, experiment, run_ids, filter_string))
+    if studies and (run_ids or filter_string):
+        raise EnsembleError("--study picks the candidates from sweeps; leave out --runs and --filter")
+    if score_on not in (None, "all", "hq"):
+        raise EnsembleError(f"--score-on must be all or hq, got {score_on!r}")
+    runs = study_runs(client, experiment, studies, top, score_on or "all") if studies else \
+        find_runs(client, experiment, run_ids, filter_string)
+    score_on = score_on or runs_score_on(runs)
+    candidates = load_candidates(client, runs)
     log.info(f"{len(candidates.run_ids)} candidate runs over {len(candidates.rows)} out-of-fold rows, "
           f"{len(np.unique(candidates.folds))} folds; blend: {mode}")
     fits = methods(trials, max_members, seed)
     if method != "auto" and method not in fits:
         raise EnsembleError(f"--method must be auto or one of {', '.join(fits)}, got {method!r}")
-    results = evaluate(candidates.p, candidates.y, candidates.folds, mode, fits)
+    # score_on=hq: weights are fitted, and methods compared, on the rows with >= 10 votes (as the test labels were made)
+    fit_rows = candidates.rows.total_votes.to_numpy() >= HQ_VOTES if score_on == "hq" else np.ones(len(candidates.rows), bool)
+    if not fit_rows.any():
+        raise EnsembleError(f"--score-on hq: none of the {len(fit_rows)} out-of-fold rows has >= {HQ_VOTES} votes")
+    log.info(f"fitting on {int(fit_rows.sum())} rows (score_on={score_on})")
+    results = evaluate(candidates.p[:, fit_rows], candidates.y[fit_rows], candidates.folds[fit_rows], mode, fits)
     # auto: the method whose weights, fitted on the other folds, blend each fold best (its nested KL)
     chosen = min(results, key=lambda m: results[m].nested_kl) if method == "auto" else method
     weights, bias = results[chosen].weights, results[chosen].bias
@@ -210,6 +260,7 @@ def run_ensemble(tracking_uri: str | None = None, experiment: str = "hms", run_i
         scores[f"{name}_kl"] = result.kl
         scores[f"{name}_kl_nested"] = result.nested_kl
     scores["members"] = float((weights > 0).sum())
+    scores["score_on_hq"] = float(score_on == "hq")
     scores.update(member_baselines(candidates, weights))
 
     experiment_id = tracking.experiment_id(client, experiment)
@@ -315,6 +366,6 @@ def _report(candidates: Candidates, table: pd.DataFrame, results, scores) -> Non
     log.info(f"{'method':12s} {'KL':>8s} {'nested KL':>10s} {'seconds':>8s}")
     for method, result in results.items():
         log.info(f"{method:12s} {result.kl:8.4f} {result.nested_kl:10.4f} {result.seconds:8.1f}")
-    log.info(f"ensemble cv_kl {scores['cv_kl']:.4f} (nested {scores['cv_kl_nested']:.4f})"
+    log.info(f"ensemble cv_kl {scores['cv_kl']:.4f} (nested {scores['cv_kl_nested']:.4f}{' on the >= 10-vote rows' if scores.get('score_on_hq') else ''})"
           + "".join(f"  {label} {scores[key]:.4f}" for key, label in (("prior_kl", "prior_kl"), ("baseline_kl", "best member baseline_kl"))
                     if key in scores))

@@ -50,8 +50,11 @@ def export(client, to, run_id: str | None = None, ensemble_id: str | None = None
         if run.data.tags.get("hms.run_type") != "cv":
             raise PredictError(f"run {run_id} ({run.info.run_name}) is not a CV run (hms.run_type="
                                f"{run.data.tags.get('hms.run_type')}); use --ensemble for ensemble runs")
+        members = [run]
+        if "hms.seeds" in run.data.tags:  # a seed bag: its seed runs, each with all its fold models
+            members = _bag_members(client, run)
         bundle = {"format": 1, "blend": "prob", "source": run_id,
-                  "members": [{"run_id": run_id, "name": run.info.run_name, "weight": 1.0}]}
+                  "members": [{"run_id": m.info.run_id, "name": m.info.run_name, "weight": 1.0} for m in members]}
     to.mkdir(parents=True, exist_ok=True)
     for member in bundle["members"]:
         folder = to / member["run_id"]
@@ -66,6 +69,22 @@ def export(client, to, run_id: str | None = None, ensemble_id: str | None = None
             for weights in sorted(Path(models).glob("fold*.weights.h5")):
                 shutil.copy(weights, folder / weights.name)
     return _write_bundle(to, bundle)
+
+
+def _bag_members(client, run) -> list:
+    """A finished seed bag's seed runs, one per seed, in the bag's seed order."""
+    from .bag import BAG_TAG, SEED_TAG
+
+    if run.info.status != "FINISHED":
+        raise PredictError(f"run {run.info.run_id} ({run.info.run_name}) is a seed bag that has not finished "
+                           f"(status {run.info.status}): finish it with resume={run.info.run_id}")
+    found = client.search_runs([run.info.experiment_id], f"tags.`{BAG_TAG}` = '{run.info.run_id}' AND attributes.status = 'FINISHED'")
+    by_seed = {r.data.tags[SEED_TAG]: r for r in sorted(found, key=lambda r: r.info.start_time)}
+    seeds = run.data.tags["hms.seeds"].split(",")
+    missing = [s for s in seeds if s not in by_seed]
+    if missing:
+        raise PredictError(f"seed bag {run.info.run_id}: no finished run for seed(s) {missing}")
+    return [by_seed[s] for s in seeds]
 
 
 def resolve_model_uri(client, uri: str):

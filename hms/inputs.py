@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from . import logs
 from .schema import ConfigError
+from .config import fold_seed
 from .dataset import assign_folds, load_train
 from .features.cache import SOURCES, FeatureOptions, build_caches
 from .features.files import build_window_caches
@@ -122,7 +123,7 @@ def load_training_data(cfg: DictConfig) -> TrainingData:
     root = data_root(cfg)
     samples, windows = load_train(root)
     try:
-        samples = samples.assign(fold=assign_folds(samples, cfg.cv.folds, cfg.seed))
+        samples = samples.assign(fold=assign_folds(samples, cfg.cv.folds, fold_seed(cfg)))
     except ValueError as error:  # e.g. more folds than patients
         raise ConfigError(f"{error} (in {root})") from None
     items = train_items(samples, windows, cfg.data.sampling)

@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import logs
+from . import answers, logs
 from .backends import select
 from .config import ConfigError, compose, validate
 from .dataset import DataError
@@ -48,6 +48,9 @@ def main(argv=None) -> int:
         source.add_argument("--model-uri", nargs="+", help="models logged in MLflow: models:/<model id>, models:/<name>/<version> "
                             "or models:/<name>@<alias> (fold models, or one registered ensemble)")
         parser.add_argument("--out", default="submission.csv")
+        parser.add_argument("--answers", help="a CSV answer key (eeg_id and the six vote columns) to score the submission "
+                            "with the official metric; default: the embedded dataset's own key, where the data has one. "
+                            "With --run or --ensemble the scores are logged to that run")
     args, overrides = parser.parse_known_args(argv[1:] if exporting else argv)
     if getattr(args, "model_uri", None):  # `--model-uri A B data=kaggle ...`: the overrides are not URIs
         overrides = [u for u in args.model_uri if "=" in u and not u.startswith("models:/")] + overrides
@@ -71,11 +74,35 @@ def main(argv=None) -> int:
             submission = predict(load_bundle(folder), cfg)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         submission.to_csv(args.out, index=False)
-    except (PredictError, ConfigError, DataError) as error:
+        print(f"wrote {args.out}: {len(submission)} rows")
+        scored = score_test(cfg, submission, args.answers)
+        if scored is not None:
+            print(answers.line(scored))
+            source = args.run or args.ensemble
+            if source:
+                client = client_for(cfg.tracking)
+                for key, value in scored.items():
+                    client.log_metric(source, key, value)
+                print(f"logged {', '.join(sorted(scored))} to run {source}")
+    except (PredictError, ConfigError, DataError, answers.AnswersError) as error:
         print(f"predict error: {error}", file=sys.stderr)
         return 2
-    print(f"wrote {args.out}: {len(submission)} rows")
     return 0
+
+
+def score_test(cfg, submission, path=None) -> dict | None:
+    """The submission's test scores against the answer key at `path` (or the data's own, where it has one; else None),
+    beside the class prior of the training labels."""
+    from .dataset import load_train, targets
+    from .inputs import data_root
+
+    root = data_root(cfg)
+    path = path or answers.default_answers(root)
+    if path is None:
+        return None
+    key = answers.read_answers(path, submission.eeg_id)
+    samples, _ = load_train(root)
+    return answers.score(submission, key, targets(samples).mean(axis=0))
 
 
 if __name__ == "__main__":

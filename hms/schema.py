@@ -114,6 +114,10 @@ class CVSchema:
     heartbeat: float = field(default=20.0, metadata=_at_least(1.0))
     launcher: str = field(default="local", metadata=_one_of("local", "submitit", "none"))
     submitit: SubmititSchema = field(default_factory=SubmititSchema)
+    seeds: Optional[List[int]] = None
+    fold_seed: Optional[int] = None
+    sample_weight: int = field(default=0, metadata=_at_least(0, "the vote cap; 0: off"))
+    score_on: str = field(default="all", metadata=_one_of("all", "hq"))
 
 
 @dataclass

@@ -16,6 +16,7 @@ def main() -> float:
     from . import logs, schema
 
     logs.install()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per small artifact is noise here
     schema.register()
     return _main()
 
