@@ -15,9 +15,10 @@ import pandas as pd
 
 from .constants import VOTE_COLUMNS
 from .metrics import kl_divergence
+from .synthetic.dataset import META_DIR
 
 HQ_VOTES = 10
-ANSWERS = Path("_synthetic") / "test_answers.csv"  # under a synthetic dataset's root
+ANSWERS_FILE = "test_answers.csv"  # in a synthetic dataset's META_DIR
 
 
 class AnswersError(ValueError):
@@ -26,7 +27,7 @@ class AnswersError(ValueError):
 
 def default_answers(root) -> Path | None:
     """The embedded (synthetic) dataset's answer key under `root`, where there is one."""
-    path = Path(root) / ANSWERS
+    path = Path(root) / META_DIR / ANSWERS_FILE
     return path if path.is_file() else None
 
 

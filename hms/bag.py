@@ -5,7 +5,7 @@ parent run.
       seed run (hms.run_type=cv, hms.bag=<bag>)    a whole CV run of its own: fold runs, models, OOF
         fold run ...
 
-Each seed run is an ordinary CV run (fold workers, resume and export work on it as on any other). The bag records
+`hms.cv.run_cv` trains the seeds (`cv.seeds` set); this module holds what a bag adds. Each seed run is an ordinary CV run (fold workers, resume and export work on it as on any other). The bag records
 `cv_kl` of the averaged OOF beside each seed's (`seed<s>_cv_kl`), their mean (`seed_cv_kl_mean`) and what the bag
 gained over one seed (`bag_gain` = `seed_cv_kl_mean` - `cv_kl`). Exported (`hms.predict export --run <bag>`), its
 model folder has the seed runs as members of weight 1, so a prediction averages every seed's fold models.
@@ -21,7 +21,7 @@ from . import logs, tracking
 from .baselines import learned as has_learned
 from .config import ConfigError, fold_seed
 from .dataset import PRED_COLUMNS
-from .oof import cv_scores, not_learned_warning, score_line
+from .oof import cv_scores
 
 log = logs.get(__name__)
 SEEDS_TAG = "hms.seeds"  # on a bag run: its seeds, comma-separated
@@ -53,7 +53,7 @@ def check_bag(cfg: DictConfig, on_fold) -> list[int]:
     return seeds
 
 
-def _seed_runs(client, bag) -> dict[int, object]:
+def seed_runs(client, bag) -> dict[int, object]:
     from mlflow.entities import ViewType
 
     found = client.search_runs([bag.experiment], f"tags.`{BAG_TAG}` = '{bag.run_id}'", run_view_type=ViewType.ALL)
@@ -61,43 +61,6 @@ def _seed_runs(client, bag) -> dict[int, object]:
     for run in sorted(found, key=lambda r: r.info.start_time):
         runs[int(run.data.tags[SEED_TAG])] = run  # the newest run of a seed wins
     return runs
-
-
-def run_bag(client, cfg: DictConfig, tags: dict | None, on_fold, run_one) -> float:
-    """Train (or, `resume=<bag>`, finish) every seed's CV run under one bag run; record the averaged OOF.
-    `run_one(cfg, tags)` runs one CV run (`hms.cv.run_cv`). Returns the bag's KL (cv.score_on)."""
-    from .cv import open_parent, score_key
-
-    seeds = check_bag(cfg, on_fold)
-    bag = open_parent(client, cfg, {**(tags or {}), SEEDS_TAG: ",".join(map(str, seeds))})
-    log.info(f"seed bag {bag.run_id}: seeds {seeds}, folds of seed {fold_seed(cfg)}")
-    with tracking.failing(client, bag.run_id):
-        existing = _seed_runs(client, bag) if cfg.resume else {}
-        for seed in seeds:
-            run = existing.get(seed)
-            if run is not None and run.info.status == "FINISHED":
-                log.info(f"seed {seed}: finished earlier (run {run.info.run_id}), kept")
-                continue
-            one = seed_config(cfg, seed)
-            if run is not None:
-                one.resume = run.info.run_id
-                log.info(f"seed {seed}: resuming run {run.info.run_id}")
-            else:
-                log.info(f"seed {seed}: training")
-            run_one(one, {**(tags or {}), "mlflow.parentRunId": bag.run_id, BAG_TAG: bag.run_id, SEED_TAG: str(seed)})
-        runs = _seed_runs(client, bag)
-        missing = [s for s in seeds if s not in runs or runs[s].info.status != "FINISHED"]
-        if missing:
-            raise RuntimeError(f"seed bag {bag.run_id}: the runs of seed(s) {missing} did not finish")
-        scores = finish_bag(client, bag.run_id, [runs[s] for s in seeds], seeds)
-    log.info(score_line(scores) + f"  (seed bag of {len(seeds)}; one seed {scores['seed_cv_kl_mean']:.4f}, "
-             f"gain {scores['bag_gain']:+.4f})")
-    if not has_learned(scores["cv_kl"], scores["prior_kl"]):
-        log.warning(not_learned_warning(scores))
-    from .cv import _view_line
-
-    log.info(_view_line(cfg, bag))
-    return scores[score_key(cfg)]
 
 
 def average_oof(frames: list[pd.DataFrame], names: list[str]) -> pd.DataFrame:

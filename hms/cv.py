@@ -420,9 +420,7 @@ def run_cv(cfg: DictConfig, tags: dict | None = None, on_fold=None, overrides=()
     if cfg.resume:
         cfg = resumed_config(client, cfg.resume, cfg, overrides)
     if cfg.cv.get("seeds"):  # a seed bag: one CV run per seed under one parent (hms.bag)
-        from .bag import run_bag
-
-        return run_bag(client or tracking.client_for(cfg.tracking), cfg, tags, on_fold, run_cv)
+        return run_bag(client or tracking.client_for(cfg.tracking), cfg, tags, on_fold)
     cfg = on_backend(cfg)
     cfg = _only_process_zero_records(cfg, on_fold)
     parallel = cfg.cv.get("workers", 1) > 1
@@ -474,6 +472,41 @@ def check_score_rows(cfg, data: TrainingData) -> None:
     if empty:
         raise ConfigError(f"cv.score_on=hq: fold(s) {empty} of {data.root} have no rows with >= {HQ_VOTES} votes to score; "
                           f"use cv.score_on=all")
+
+
+def run_bag(client, cfg: DictConfig, tags: dict | None, on_fold) -> float:
+    """Train (or, `resume=<bag>`, finish) every seed's CV run under one bag run; record the averaged OOF.
+    Returns the bag's KL (cv.score_on). See `hms.bag`."""
+    from .bag import BAG_TAG, SEED_TAG, SEEDS_TAG, check_bag, finish_bag, seed_config, seed_runs
+
+    seeds = check_bag(cfg, on_fold)
+    bag = open_parent(client, cfg, {**(tags or {}), SEEDS_TAG: ",".join(map(str, seeds))})
+    log.info(f"seed bag {bag.run_id}: seeds {seeds}, folds of seed {fold_seed(cfg)}")
+    with tracking.failing(client, bag.run_id):
+        existing = seed_runs(client, bag) if cfg.resume else {}
+        for seed in seeds:
+            run = existing.get(seed)
+            if run is not None and run.info.status == "FINISHED":
+                log.info(f"seed {seed}: finished earlier (run {run.info.run_id}), kept")
+                continue
+            one = seed_config(cfg, seed)
+            if run is not None:
+                one.resume = run.info.run_id
+                log.info(f"seed {seed}: resuming run {run.info.run_id}")
+            else:
+                log.info(f"seed {seed}: training")
+            run_cv(one, {**(tags or {}), "mlflow.parentRunId": bag.run_id, BAG_TAG: bag.run_id, SEED_TAG: str(seed)})
+        runs = seed_runs(client, bag)
+        missing = [s for s in seeds if s not in runs or runs[s].info.status != "FINISHED"]
+        if missing:
+            raise RuntimeError(f"seed bag {bag.run_id}: the runs of seed(s) {missing} did not finish")
+        scores = finish_bag(client, bag.run_id, [runs[s] for s in seeds], seeds)
+    log.info(score_line(scores) + f"  (seed bag of {len(seeds)}; one seed {scores['seed_cv_kl_mean']:.4f}, "
+             f"gain {scores['bag_gain']:+.4f})")
+    if not has_learned(scores["cv_kl"], scores["prior_kl"]):
+        log.warning(not_learned_warning(scores))
+    log.info(_view_line(cfg, bag))
+    return scores[score_key(cfg)]
 
 
 def _only_process_zero_records(cfg, on_fold) -> DictConfig:

@@ -328,6 +328,7 @@ def test_wilcoxon_pruner_pairs_each_fold_with_the_best_trials_fold(tmp_path):
     assert study.trials[mixed].state == optuna.trial.TrialState.COMPLETE and done == 5
 
 
+@pytest.mark.slow  # trains real trials and kills a worker
 def test_a_relaunch_at_once_waits_for_the_killed_trial_and_ends_with_exactly_the_asked_trials(synthetic_root, tmp_path):
     """Issue 26, item 5, as a user does it, with the default heartbeat: a 2-trial sweep SIGKILLed during trial 1 and
     relaunched at once with --trials 3. The relaunch used to exit 0 with the dead trial and 3 MLflow runs still
