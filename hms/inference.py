@@ -6,6 +6,7 @@ notebooks have no internet and no MLflow server):
     DIR/ensemble.json              blend and members (run id, weight)
     DIR/<run id>/config.yaml       the member's resolved training config
     DIR/<run id>/fold<k>.weights.h5
+    DIR/<bag id>/seed<s>-fold<k>.weights.h5   (a seed bag, cv.seeds: every seed's fold models, averaged)
 """
 
 from __future__ import annotations
@@ -50,29 +51,32 @@ def export(client, to, run_id: str | None = None, ensemble_id: str | None = None
         if run.data.tags.get("hms.run_type") != "cv":
             raise PredictError(f"run {run_id} ({run.info.run_name}) is not a CV run (hms.run_type="
                                f"{run.data.tags.get('hms.run_type')}); use --ensemble for ensemble runs")
-        members = [run]
-        if "hms.seeds" in run.data.tags:  # a seed bag: its seed runs, each with all its fold models
-            members = _bag_members(client, run)
         bundle = {"format": 1, "blend": "prob", "source": run_id,
-                  "members": [{"run_id": m.info.run_id, "name": m.info.run_name, "weight": 1.0} for m in members]}
+                  "members": [{"run_id": run_id, "name": run.info.run_name, "weight": 1.0}]}
     to.mkdir(parents=True, exist_ok=True)
     for member in bundle["members"]:
         folder = to / member["run_id"]
         folder.mkdir(exist_ok=True)
+        run = _get_run(client, member["run_id"])
+        # A seed bag is one member: its config, and every seed run's fold models as seed<s>-fold<k>.weights.h5.
+        parts = [(f"seed{s}-", r.info.run_id) for s, r in _bag_members(client, run)] if "hms.seeds" in run.data.tags \
+            else [("", member["run_id"])]
         with tempfile.TemporaryDirectory() as tmp:
+            source = member["run_id"]
             try:
-                config = client.download_artifacts(member["run_id"], "config.yaml", tmp)
-                models = client.download_artifacts(member["run_id"], "models", tmp)
+                shutil.copy(client.download_artifacts(source, "config.yaml", tmp), folder / "config.yaml")
+                for k, (prefix, source) in enumerate(parts):
+                    (Path(tmp) / str(k)).mkdir()
+                    models = client.download_artifacts(source, "models", str(Path(tmp) / str(k)))
+                    for weights in sorted(Path(models).glob("fold*.weights.h5")):
+                        shutil.copy(weights, folder / f"{prefix}{weights.name}")
             except Exception as error:  # noqa: BLE001 - reported with the run's id
-                raise PredictError(f"run {member['run_id']}: cannot fetch its config.yaml and models/ ({error})") from None
-            shutil.copy(config, folder / "config.yaml")
-            for weights in sorted(Path(models).glob("fold*.weights.h5")):
-                shutil.copy(weights, folder / weights.name)
+                raise PredictError(f"run {source}: cannot fetch its config.yaml and models/ ({error})") from None
     return _write_bundle(to, bundle)
 
 
 def _bag_members(client, run) -> list:
-    """A finished seed bag's seed runs, one per seed, in the bag's seed order."""
+    """A finished seed bag's (seed, seed run) pairs, in the bag's seed order."""
     from .bag import BAG_TAG, SEED_TAG
 
     if run.info.status != "FINISHED":
@@ -84,7 +88,7 @@ def _bag_members(client, run) -> list:
     missing = [s for s in seeds if s not in by_seed]
     if missing:
         raise PredictError(f"seed bag {run.info.run_id}: no finished run for seed(s) {missing}")
-    return [by_seed[s] for s in seeds]
+    return [(s, by_seed[s]) for s in seeds]
 
 
 def resolve_model_uri(client, uri: str):
@@ -208,6 +212,14 @@ def _download_json(client, run_id: str, name: str, what: str) -> dict:
         return json.loads(Path(path).read_text())
 
 
+def weight_files(cfg) -> list[str]:
+    """The fold model files of a member with config `cfg`: fold<k>.weights.h5, or for a seed bag (cv.seeds)
+    seed<s>-fold<k>.weights.h5 for every seed."""
+    folds = [f"fold{k}.weights.h5" for k in planned_folds(cfg)]
+    seeds = cfg.cv.get("seeds")
+    return [f"seed{s}-{name}" for s in seeds for name in folds] if seeds else folds
+
+
 def load_bundle(folder) -> dict:
     """Read and check a model folder: ensemble.json, and each member's config.yaml and fold weights."""
     folder = Path(folder)
@@ -233,7 +245,7 @@ def load_bundle(folder) -> dict:
             raise PredictError(f"{member_dir / 'config.yaml'}: missing")
         member["config"] = OmegaConf.load(member_dir / "config.yaml")
         # Every fold the member trained must be there: a missing one is an error, never a smaller average.
-        expected = [member_dir / f"fold{k}.weights.h5" for k in planned_folds(member["config"])]
+        expected = [member_dir / name for name in weight_files(member["config"])]
         missing = [str(path) for path in expected if not path.is_file()]
         if missing:
             raise PredictError(f"{missing[0]}: missing ({len(missing)} of the member's {len(expected)} fold model files"

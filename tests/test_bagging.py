@@ -90,13 +90,22 @@ def test_a_bag_predicts_the_average_of_its_seeds_and_scores_the_test_split(bag, 
     store, client, _, bag_run, seeds = bag
     folder = export(client, tmp_path / "bag", run_id=bag_run.info.run_id)
     bundle = load_bundle(folder)
-    assert sorted(m["run_id"] for m in bundle["members"]) == sorted(s.info.run_id for s in seeds)
-    assert all(len(m["models"]) == 2 for m in bundle["members"])  # every seed's fold models
+    # One member, the bag, with every seed's fold models.
+    assert [m["run_id"] for m in bundle["members"]] == [bag_run.info.run_id]
+    assert sorted(p.name for p in bundle["members"][0]["models"]) == [f"seed{s}-fold{k}.weights.h5" for s in (0, 1) for k in (0, 1)]
     cfg = compose(data_overrides(synthetic_root, store))
     bagged = predict(bundle, cfg)
     alone = [predict(load_bundle(export(client, tmp_path / s.data.tags["hms.seed"], run_id=s.info.run_id)), cfg) for s in seeds]
     columns = [c for c in bagged.columns if c != "eeg_id"]
     np.testing.assert_allclose(bagged[columns].to_numpy(), (alone[0][columns].to_numpy() + alone[1][columns].to_numpy()) / 2,
+                               atol=1e-6)
+    # A bag is one member of an ensemble like any CV run (here beside its own seed 0, with equal weights).
+    from hms.ensembling import run_ensemble
+
+    ensemble = run_ensemble(f"sqlite:///{store}/mlflow.db", run_ids=[bag_run.info.run_id, seeds[0].info.run_id], trials=5,
+                            method="equal")
+    both = predict(load_bundle(export(client, tmp_path / "ensemble", ensemble_id=ensemble.run_id)), cfg)
+    np.testing.assert_allclose(both[columns].to_numpy(), (bagged[columns].to_numpy() + alone[0][columns].to_numpy()) / 2,
                                atol=1e-6)
     # The command scores the submission against the embedded data's answer key and logs it to the run.
     done = run_module("hms.predict", "--run", bag_run.info.run_id, "--out", tmp_path / "sub.csv",
