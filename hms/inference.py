@@ -239,21 +239,84 @@ def load_bundle(folder) -> dict:
     if bias is not None and not (isinstance(bias, list) and len(bias) == 6 and all(isinstance(b, (int, float)) and
                                                                                     np.isfinite(b) for b in bias)):
         raise PredictError(f"{path}: bias must be 6 finite numbers (one per class), got {bias!r}")
+    if not isinstance(members, list) or not all(isinstance(m, dict) for m in members):
+        raise PredictError(f"{path}: members must be a list of objects (run_id, weight)")
     for member in members:
+        _inside(folder, member.get("run_id"), path)
+        if "/" in member["run_id"]:
+            raise PredictError(f"{path}: member id {member['run_id']!r} is not a plain name (letters, digits, _ and -): "
+                               "a model folder cannot point outside itself")
         member_dir = folder / member["run_id"]
-        if not (member_dir / "config.yaml").is_file():
-            raise PredictError(f"{member_dir / 'config.yaml'}: missing")
-        member["config"] = OmegaConf.load(member_dir / "config.yaml")
+        config_path = _inside(folder, f"{member['run_id']}/config.yaml", path)
+        if not config_path.is_file():
+            raise PredictError(f"{config_path}: missing")
+        member["config"] = _member_config(config_path)
         # Every fold the member trained must be there: a missing one is an error, never a smaller average.
         expected = [member_dir / name for name in weight_files(member["config"])]
         missing = [str(path) for path in expected if not path.is_file()]
         if missing:
             raise PredictError(f"{missing[0]}: missing ({len(missing)} of the member's {len(expected)} fold model files"
                                f"{': ' + ', '.join(Path(m).name for m in missing) if len(missing) > 1 else ''})")
+        for weights in expected:
+            _inside(folder, str(weights.relative_to(folder)), path)
         member["models"] = expected
-        if not float(member["weight"]) >= 0:
-            raise PredictError(f"{path}: member {member['run_id']} has weight {member['weight']}")
+        weight = member.get("weight")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (np.isfinite(weight) and weight >= 0):
+            raise PredictError(f"{path}: member {member['run_id']} has weight {weight!r} (a finite number >= 0 expected)")
     return bundle
+
+
+MEMBER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+
+
+def _inside(folder: Path, name, bundle_path: Path) -> Path:
+    """`folder / name`, for a model folder that may come from someone else: a member id is a plain name (an MLflow run
+    id), and nothing the folder points to (no symbolic link) lies outside it."""
+    if not isinstance(name, str):
+        raise PredictError(f"{bundle_path}: a member's run_id must be a string, got {name!r}")
+    member, _, rest = name.partition("/")
+    if not MEMBER_ID.fullmatch(member) or ".." in rest.split("/"):
+        raise PredictError(f"{bundle_path}: member id {member!r} is not a plain name (letters, digits, _ and -): "
+                           "a model folder cannot point outside itself")
+    path = folder / name
+    root = folder.resolve()
+    for part in [folder / member, path]:
+        if part.is_symlink() or (part.exists() and not part.resolve().is_relative_to(root)):
+            raise PredictError(f"{part}: a symbolic link (to {part.resolve()}); a model folder's files must be inside it")
+    return path
+
+
+MEMBER_KEYS = {"backbone.name": str, "backbone.source": str, "input.mix": str, "input.tile": list, "cv.folds": int}
+
+
+def _member_config(path: Path):
+    """A member's config.yaml, checked for what prediction reads: the backbone and input it names exist, folds and
+    seeds are whole numbers. A YAML file only (read safely): nothing in it runs."""
+    from .models import list_backbones
+    from .representations.base import list_representations
+
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as error:  # noqa: BLE001 - a damaged file is named
+        raise PredictError(f"{path}: not a YAML config ({type(error).__name__}: {error})") from None
+    if not isinstance(cfg, DictConfig):
+        raise PredictError(f"{path}: not a config mapping")
+    for key, kind in MEMBER_KEYS.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise PredictError(f"{path}: {key} must be a {kind.__name__}, got {value!r}")
+    if cfg.input.mix not in list_representations():
+        raise PredictError(f"{path}: input.mix={cfg.input.mix!r} is not a registered representation")
+    if cfg.backbone.name not in list_backbones():
+        raise PredictError(f"{path}: backbone.name={cfg.backbone.name!r} is not a registered backbone")
+    if len(cfg.input.tile) != 2 or not all(isinstance(t, int) and 0 < t <= 4096 for t in cfg.input.tile):
+        raise PredictError(f"{path}: input.tile must be two sizes in 1..4096, got {list(cfg.input.tile)}")
+    for key in ("cv.only", "cv.seeds"):
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and not (OmegaConf.is_list(value) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+            raise PredictError(f"{path}: {key} must be a list of whole numbers or null, got {value!r}")
+    return cfg
 
 
 # --- inference -------------------------------------------------------------------------------
