@@ -207,3 +207,32 @@ def test_item16_a_precomputed_file_cannot_run_code(tmp_path, items, synthetic_ro
         build_cache(synthetic_root, "train", "eeg", items.iloc[:2], cache_dir=tmp_path / "c", precomputed=str(tmp_path / "evil.npy"),
                     progress=False)
     assert not (tmp_path / "ran").exists()
+
+
+def _write_fixed_size(path, frame) -> None:
+    """A parquet file whose byte size does not depend on its values: no compression, dictionary or statistics."""
+    frame.to_parquet(path, index=False, compression=None, use_dictionary=False, write_statistics=False)
+
+
+def test_item06_a_file_rewritten_in_place_with_the_same_size_is_read_again(synthetic_root, items, tmp_path):
+    """Issue 28, item 6: a corrected value in a data file of the same byte size. The key stamps the modification
+    time beside the size; a key of sizes alone would reuse the stale tiles (planted, this test fails)."""
+    import os
+    import shutil
+
+    import pandas as pd
+
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_root, root)
+    path = root / "train_eegs" / f"{int(items.eeg_id.iloc[0])}.parquet"
+    frame = pd.read_parquet(path)
+    _write_fixed_size(path, frame)
+    first = build_cache(root, "train", "eeg", items.iloc[:3], tile=TILE, cache_dir=tmp_path / "c", workers=1, progress=False)
+    before, size, stat = np.array(first.features[0], np.float32), path.stat().st_size, path.stat()
+    _write_fixed_size(path, frame.iloc[::-1].reset_index(drop=True))  # other values in place, the same byte size
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))  # as a later write's clock would
+    assert path.stat().st_size == size
+    second = build_cache(root, "train", "eeg", items.iloc[:3], tile=TILE, cache_dir=tmp_path / "c", workers=1, progress=False)
+    assert second.path != first.path
+    assert not np.allclose(np.array(second.features[0], np.float32), before, atol=1e-3)
+    np.testing.assert_array_equal(second.features[1:], first.features[1:])
