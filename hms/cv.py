@@ -571,7 +571,12 @@ def coordinate(client, cfg, data: TrainingData, parent: Parent) -> float:
                  f"every fold. Start {cfg.cv.workers} of them where they should run, each with\n    python -m hms.train "
                  f"join={parent.run_id} cv.queue={tracking.redact(url)} tracking.uri={tracking.redact(tracking.tracking_uri(cfg.tracking))}")
         return float("nan")
-    codes = (_submitit_workers if cfg.cv.launcher == "submitit" else _local_workers)(cfg, argv, env)
+    try:
+        codes = (_submitit_workers if cfg.cv.launcher == "submitit" else _local_workers)(cfg, argv, env)
+    except KeyboardInterrupt as error:  # ended (SIGTERM, Ctrl-C) with its workers: the run is KILLED, its folds kept
+        tracking.fail_run(client, parent.run_id, error)
+        error.run_id = parent.run_id
+        raise
     run = client.get_run(parent.run_id)
     for w, code in enumerate(codes):
         if code and run.info.status == "FINISHED":
@@ -612,7 +617,18 @@ def _local_workers(cfg, argv: list[str], env: dict) -> list[int]:
 
     gpus = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g] or visible_gpus()
     processes = [subprocess.Popen(argv, env={**os.environ, **own}) for own in _worker_envs(cfg.cv.workers, env, gpus)]
-    return [p.wait() for p in processes]
+    try:
+        return [p.wait() for p in processes]
+    except KeyboardInterrupt:  # this process was ended (SIGTERM, Ctrl-C): so are its workers, each giving its fold back
+        for p in processes:
+            if p.poll() is None:
+                p.terminate()
+        for p in processes:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        raise
 
 
 def run_worker(argv: list[str], env: dict) -> int:
@@ -698,7 +714,8 @@ def join_run(cfg: DictConfig, overrides=()) -> float:
                           f"trains on (digest {', '.join(sorted(recorded))}); point data.root at the same files")
     worker = next((os.environ[k] for k in WORKER_ENV if os.environ.get(k)), f"{socket.gethostname()}-{os.getpid()}")
     log.info(f"worker {worker} joins run {run_id} (queue {queue.name}) on {devices.description}")
-    with tracking.failing(client, run_id), logs.run_log(client, run_id, prefix=f"worker{worker}-"):
+    # A worker that is interrupted (SIGTERM) gives its fold back and leaves the run to the others.
+    with tracking.failing(client, run_id, interrupts=False), logs.run_log(client, run_id, prefix=f"worker{worker}-"):
         with precision_policy(devices.precision), devices.running():
             scores = _work(client, cfg, devices, data, parent, queue, worker)
     if scores is None:  # another worker finished the run

@@ -112,7 +112,7 @@ class FoldQueue:
         except Exception:  # noqa: BLE001 - a busy SQLite file: the next look fails them
             return []
         return [t for t in self.trials() if t.state == optuna.trial.TrialState.FAIL and t.number not in before
-                and "hms.error" not in t.user_attrs]
+                and "hms.error" not in t.user_attrs and "hms.released" not in t.user_attrs]
 
     def complete_folds(self) -> set[int]:
         import optuna
@@ -128,8 +128,8 @@ class FoldQueue:
 
         trials = self.trials()
         errors = [f"fold {self.fold_of(t)}: {t.user_attrs['hms.error']}" for t in trials if "hms.error" in t.user_attrs]
-        deaths = collections.Counter(self.fold_of(t) for t in trials
-                                     if t.state == optuna.trial.TrialState.FAIL and "hms.error" not in t.user_attrs)
+        deaths = collections.Counter(self.fold_of(t) for t in trials if t.state == optuna.trial.TrialState.FAIL
+                                     and "hms.error" not in t.user_attrs and "hms.released" not in t.user_attrs)
         errors += [f"fold {fold}: its worker died {count} times (no heartbeat), so it is not claimed again"
                    for fold, count in sorted(deaths.items()) if count > MAX_RETRY]
         return errors
@@ -195,6 +195,8 @@ class FoldQueue:
             if isinstance(error, Exception):
                 self.storage.set_trial_user_attr(claim.trial_id, "hms.error", f"{type(error).__name__}: {error}"[:2000])
                 self.storage.set_trial_state_values(claim.trial_id, optuna.trial.TrialState.FAIL)
+            elif isinstance(error, KeyboardInterrupt):  # SIGTERM or Ctrl-C: the fold is given back now, not after the grace
+                self.release(claim, str(error) or type(error).__name__)
             raise
         else:
             stop.set()
@@ -202,6 +204,15 @@ class FoldQueue:
         finally:
             stop.set()
             thread.join(timeout=5)
+
+    def release(self, claim: Claim, why: str) -> None:
+        """Give a claimed fold back (its worker was interrupted): a copy of it waits for the next worker, and the claim
+        ends FAIL marked `hms.released` (not an error of the fold, and not a death counted against MAX_RETRY)."""
+        import optuna
+
+        self.study.enqueue_trial({"fold": int(claim.fold)}, skip_if_exists=False)
+        self.storage.set_trial_user_attr(claim.trial_id, "hms.released", why[:500])
+        self.storage.set_trial_state_values(claim.trial_id, optuna.trial.TrialState.FAIL)
 
     def note(self, claim: Claim, key: str, value) -> None:
         self.storage.set_trial_user_attr(claim.trial_id, key, value)

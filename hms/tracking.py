@@ -148,13 +148,45 @@ def ui_address(tracking, experiment: str, run_id: str) -> str:
 
 
 @contextlib.contextmanager
-def failing(client, run_id: str):
-    """Inside the block, an error (KeyboardInterrupt too) marks the run FAILED with the reason, then goes on."""
+def failing(client, run_id: str, interrupts: bool = True):
+    """Inside the block, an error marks the run FAILED with the reason, then goes on; an interrupt (Ctrl-C, or SIGTERM
+    as `Preempted`) marks it KILLED with the reason. `interrupts=False`: an interrupt leaves the run as it is (a fold
+    worker's: the run goes on in the other workers)."""
     try:
         yield
     except BaseException as error:
-        fail_run(client, run_id, error)
+        if interrupts or not isinstance(error, KeyboardInterrupt):
+            fail_run(client, run_id, error)
+            if isinstance(error, KeyboardInterrupt):
+                error.run_id = run_id  # the outermost run marked: the one to resume
         raise
+
+
+class Preempted(KeyboardInterrupt):
+    """The process was sent SIGTERM (a scheduler ending or preempting the job): ends the command as Ctrl-C does."""
+
+
+@contextlib.contextmanager
+def ending_on_signals():
+    """Inside the block, SIGTERM raises `Preempted` (SIGINT raises KeyboardInterrupt, as always): every `failing` block
+    on the way out marks its run KILLED with the signal's name, finished folds stay recorded, and the command exits
+    with 128 + the signal's number. Outside the main thread, nothing changes."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def preempt(number, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the way out must not be interrupted again
+        raise Preempted(f"ended by {signal.Signals(number).name}")
+
+    previous = signal.signal(signal.SIGTERM, preempt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def log_figures(client, run_id: str, figures: dict, folder: str = "plots") -> None:
@@ -178,10 +210,10 @@ def ui_command(tracking) -> str:
 
 
 def fail_run(client, run_id: str, error: BaseException) -> None:
-    """Mark a run failed and record why."""
-    message = f"{type(error).__name__}: {error}"
+    """Mark a run FAILED (KILLED where it was interrupted: Ctrl-C or SIGTERM) and record why."""
+    message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
     client.set_tag(run_id, "hms.error", message[:5000])
-    client.set_terminated(run_id, "FAILED")
+    client.set_terminated(run_id, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
 
 
 def run_tags(tags: dict) -> dict:

@@ -31,9 +31,23 @@ def _main(cfg: DictConfig) -> float:
     from .dataset import DataError
     from .foldqueue import QueueError
 
+    from .tracking import Preempted, ending_on_signals
+
     try:
         validate(cfg)
-        return run_cv(cfg, overrides=list(HydraConfig.get().overrides.task))
+        with ending_on_signals():
+            return run_cv(cfg, overrides=list(HydraConfig.get().overrides.task))
+    except KeyboardInterrupt as error:  # SIGTERM (Preempted) or Ctrl-C: the runs are marked KILLED, finished folds kept
+        run_id = getattr(error, "run_id", None)
+        how = str(error) if isinstance(error, Preempted) else "ended by SIGINT (Ctrl-C)"
+        if cfg.get("join"):
+            print(f"{how}: this worker stopped; its fold is queued again for the run's other workers", file=sys.stderr)
+        elif run_id:
+            print(f"{how}: run {run_id} is marked KILLED; the folds it finished are kept. Continue it with "
+                  f"resume={run_id}", file=sys.stderr)
+        else:
+            print(how, file=sys.stderr)
+        sys.exit(143 if isinstance(error, Preempted) else 130)
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         sys.exit(2)

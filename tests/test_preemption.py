@@ -1,0 +1,92 @@
+"""Preemption (issue 28, item 1): SIGTERM, as SLURM and Kubernetes end jobs, sent to real `hms.train` processes. The
+run's MLflow runs end KILLED with the reason, nothing is left RUNNING, finished folds are kept, and `resume=` goes on
+from them; a fold worker gives its fold back at once."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from mlflow.entities import ViewType
+
+from .helpers import runs, tiny
+
+pytestmark = pytest.mark.slow  # trains real models in real processes
+
+
+def _args(root, store, *extra):
+    return [a for a in tiny(root, store, "trainer.epochs=1", "schedule.steps=[[0,1.0e-3]]", "input=eeg1d", "backbone=eeg1d_cnn",
+                            *extra) if not a.startswith("backbone=efficientnet")]
+
+
+def _start(args, cwd):
+    return subprocess.Popen([sys.executable, "-m", "hms.train", *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _until(process, text):
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        if text in line:
+            return seen
+    raise AssertionError(f"never printed {text!r}:\n" + "".join(seen)[-3000:])
+
+
+def _all_runs(store):
+    client, experiment, _ = runs(store)
+    return client, client.search_runs([experiment.experiment_id], run_view_type=ViewType.ALL)
+
+
+def test_sigterm_ends_a_run_killed_keeping_its_finished_fold_and_resume_goes_on(synthetic_root, tmp_path):
+    process = _start(_args(synthetic_root, tmp_path, "cv.folds=3"), tmp_path)
+    _until(process, "fold 1: training")  # fold 0 is scored and recorded; fold 1's run exists
+    process.send_signal(signal.SIGTERM)
+    rest = process.communicate(timeout=120)[0]
+    assert process.returncode == 143, rest[-3000:]
+    assert "Traceback" not in rest
+    client, found = _all_runs(tmp_path)
+    parent = next(r for r in found if r.data.tags.get("hms.run_type") == "cv")
+    assert f"ended by SIGTERM: run {parent.info.run_id} is marked KILLED" in rest and f"resume={parent.info.run_id}" in rest
+    states = {(r.data.tags.get("hms.fold"), r.info.status) for r in found if r.data.tags.get("hms.run_type") == "fold"}
+    assert states == {("0", "FINISHED"), ("1", "KILLED")}
+    assert parent.info.status == "KILLED" and "SIGTERM" in parent.data.tags["hms.error"]
+    assert not [r for r in found if r.info.status == "RUNNING"]
+    # resume= with only the run and its store: fold 0 is kept, folds 1 and 2 train, the run finishes.
+    done = subprocess.run([sys.executable, "-m", "hms.train", f"resume={parent.info.run_id}",
+                           f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "fold 0: finished earlier, kept" in done.stdout + done.stderr
+    client, found = _all_runs(tmp_path)
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+    folds = [(r.data.tags.get("hms.fold"), r.info.status) for r in found if r.data.tags.get("hms.run_type") == "fold"]
+    assert sorted(folds) == [("0", "FINISHED"), ("1", "FINISHED"), ("1", "KILLED"), ("2", "FINISHED")]
+
+
+def test_sigterm_to_a_run_with_fold_workers_reaches_them_and_they_give_their_folds_back(synthetic_root, tmp_path):
+    """cv.workers=2 (local processes): SIGTERM to the command that launched them. Each worker is ended in turn, marks its
+    fold run KILLED and gives its fold back to the queue at once (not after the heartbeat grace); the run is KILLED, and
+    resume= finishes it."""
+    import optuna
+
+    process = _start(_args(synthetic_root, tmp_path, "cv.folds=2", "cv.workers=2", "cv.heartbeat=30"), tmp_path)
+    _until(process, "fold 0: training")
+    process.send_signal(signal.SIGTERM)
+    rest = process.communicate(timeout=180)[0]
+    assert process.returncode == 143, rest[-3000:]
+    assert "its fold is queued again" in rest
+    client, found = _all_runs(tmp_path)
+    parent = next(r for r in found if r.data.tags.get("hms.run_type") == "cv")
+    assert parent.info.status == "KILLED"
+    assert not [r for r in found if r.info.status == "RUNNING"]
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/sweeps/folds.db")
+    study = optuna.load_study(study_name=parent.data.tags["hms.fold_queue"].split(" @ ")[0], storage=storage)
+    released = [t for t in study.get_trials() if "hms.released" in t.user_attrs]
+    assert released and all("SIGTERM" in t.user_attrs["hms.released"] for t in released)
+    waiting = {t.system_attrs["fixed_params"]["fold"] for t in study.get_trials() if t.state == optuna.trial.TrialState.WAITING}
+    assert {t.system_attrs["fixed_params"]["fold"] for t in released} <= waiting  # each given back at once
+    done = subprocess.run([sys.executable, "-m", "hms.train", f"resume={parent.info.run_id}",
+                           f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
