@@ -410,6 +410,11 @@ def launch(space_path, trials: int, storage: str | None = None, study_name: str 
         except Exception as error:
             trial.set_user_attr("hms.error", f"{type(error).__name__}: {error}"[:2000])  # it counts: not retried
             raise
+        except KeyboardInterrupt as error:  # SIGTERM or Ctrl-C: its runs are KILLED; its parameters wait for a worker
+            trial.set_user_attr("hms.released", str(error) or "interrupted")
+            study.enqueue_trial(trial.params, skip_if_exists=False)
+            log.info(f"trial {trial.number}: {error or 'interrupted'}; its parameters are queued again")
+            raise
         _record_baselines(trial, client)
         if len(folds) < planned:  # run_cv stopped early: the pruner said so
             raise optuna.TrialPruned(f"pruned after {len(folds)} fold(s), mean KL {value:.4f}")
@@ -421,15 +426,36 @@ def launch(space_path, trials: int, storage: str | None = None, study_name: str 
             study.stop()
 
     client.update_run(sweep_run, status="RUNNING")
+    import logging
+
+    optuna_log = logging.getLogger("optuna.study._optimize")  # where Optuna logs a failed trial
+    optuna_log.addFilter(_no_interrupt_tracebacks)
+    try:
+        _run_trials(study, client, name, trials, heartbeat, objective, after)
+    except KeyboardInterrupt:  # the sweep run is KILLED unless other workers' trials still run (the last one out ends it)
+        running = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING]
+        if not running:
+            client.set_terminated(sweep_run, "KILLED")
+        raise
+    finally:
+        optuna_log.removeFilter(_no_interrupt_tracebacks)
+    if finished_trials(study) >= trials and finished_trials(study, running=True) == finished_trials(study):
+        client.set_terminated(sweep_run, "FINISHED")  # the last worker out closes the sweep run
+    log.info(f"study {name}: {finished_trials(study)} finished trial(s); best {_best_line(study)}")
+
+
+def _no_interrupt_tracebacks(record) -> bool:
+    """Optuna logs a trial ended by SIGTERM or Ctrl-C as a failure with its traceback; `launch` says it in one line."""
+    return not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt))
+
+
+def _run_trials(study, client, name: str, trials: int, heartbeat: float, objective, after) -> None:
     if finished_trials(study, running=True) >= trials:
         log.info(f"study {name} already holds {finished_trials(study, running=True)} finished or running trial(s) (asked for {trials})")
     else:
         study.optimize(objective, n_trials=None, callbacks=[after], catch=(Exception,))
     _until_none_in_flight(study, client, name, trials, heartbeat, lambda: study.optimize(
         objective, n_trials=None, callbacks=[after], catch=(Exception,)))
-    if finished_trials(study) >= trials and finished_trials(study, running=True) == finished_trials(study):
-        client.set_terminated(sweep_run, "FINISHED")  # the last worker out closes the sweep run
-    log.info(f"study {name}: {finished_trials(study)} finished trial(s); best {_best_line(study)}")
 
 
 def _until_none_in_flight(study, client, name: str, trials: int, heartbeat: float, run_waiting) -> None:

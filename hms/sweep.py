@@ -24,6 +24,7 @@ import subprocess
 import sys
 
 from . import logs
+from .tracking import Preempted, ending_on_signals
 from .config import compose
 from .devices import visible_gpus
 from .search import (HEARTBEAT_SECONDS, SpaceError, StudyError, best, check_composes, default_storage, launch, load_space,
@@ -49,7 +50,18 @@ def _workers(args, trailing) -> int:
         command = [sys.executable, "-m", "hms.sweep", "launch", str(args.space), *options, "--worker", str(args.worker + w),
                    "--", *trailing]
         processes.append(subprocess.Popen(command, env=env))
-    return max(p.wait() for p in processes)
+    try:
+        return max(p.wait() for p in processes)
+    except KeyboardInterrupt:  # ended (SIGTERM, Ctrl-C): so are the workers, each queueing its trial's parameters again
+        for p in processes:
+            if p.poll() is None:
+                p.terminate()
+        for p in processes:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        raise
 
 
 def main(argv=None) -> int:
@@ -80,9 +92,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "launch":
-            if args.workers > 1:
-                return _workers(args, trailing)
-            launch(args.space, args.trials, args.storage, args.study, trailing, args.worker, args.heartbeat)
+            with ending_on_signals():
+                if args.workers > 1:
+                    return _workers(args, trailing)
+                launch(args.space, args.trials, args.storage, args.study, trailing, args.worker, args.heartbeat)
         else:
             storage = args.storage or default_storage(args.study, compose(trailing).paths.sweeps)
             print((status if args.command == "status" else best)(storage, args.study))
@@ -92,6 +105,10 @@ def main(argv=None) -> int:
     except StudyError as error:
         print(f"study error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as error:  # SIGTERM (Preempted) or Ctrl-C
+        print(f"{error or 'ended by SIGINT (Ctrl-C)'}: this worker stopped; its trial's runs are KILLED and its parameters "
+              "queued again; relaunch the sweep to go on", file=sys.stderr)
+        return 143 if isinstance(error, Preempted) else 130
     return 0
 
 

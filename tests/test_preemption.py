@@ -90,3 +90,43 @@ def test_sigterm_to_a_run_with_fold_workers_reaches_them_and_they_give_their_fol
                            f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+
+
+def test_sigterm_to_a_sweep_worker_kills_its_runs_and_queues_its_trial_again(synthetic_root, tmp_path):
+    """A sweep worker sent SIGTERM during its first trial: the trial's CV and fold runs end KILLED, the trial ends FAIL
+    marked hms.released (it does not count) with a copy of its parameters waiting, and a relaunch runs exactly the
+    asked trials, the released parameters among them, leaving nothing RUNNING. No wait for a heartbeat grace."""
+    import optuna
+
+    from .test_search import data_overrides, write_space
+
+    storage = f"sqlite:///{tmp_path}/study.db"
+    space = write_space(tmp_path, "preempted", "preempted", "{name: none}")
+    launch = [sys.executable, "-m", "hms.sweep", "launch", str(space), "--storage", storage, "--trials", "2",
+              *data_overrides(synthetic_root, tmp_path)]
+    first = subprocess.Popen(launch, cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    _until(first, "fold 0: training")
+    first.send_signal(signal.SIGTERM)
+    rest = first.communicate(timeout=120)[0]
+    assert first.returncode == 143, rest[-3000:]
+    assert "Traceback" not in rest
+    study = optuna.load_study(study_name="preempted", storage=storage)
+    released = study.trials[0]
+    assert released.state == optuna.trial.TrialState.FAIL and "SIGTERM" in released.user_attrs["hms.released"]
+    waiting = [t for t in study.trials if t.state == optuna.trial.TrialState.WAITING]
+    assert [t.system_attrs["fixed_params"] for t in waiting] == [released.params]
+    client, found = _all_runs(tmp_path)
+    assert not [r for r in found if r.info.status == "RUNNING"]
+    cv = [r for r in found if r.data.tags.get("hms.run_type") == "cv"]
+    assert [(r.data.tags["hms.trial"], r.info.status) for r in cv] == [("0", "KILLED")]
+    assert [r.info.status for r in found if r.data.tags.get("hms.run_type") == "sweep"] == ["KILLED"]
+    again = subprocess.run(launch, cwd=tmp_path, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    study = optuna.load_study(study_name="preempted", storage=storage)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 2 and released.params in [t.params for t in complete]
+    assert not [t for t in study.trials if t.state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)]
+    client, found = _all_runs(tmp_path)
+    assert not [r for r in found if r.info.status == "RUNNING"]
+    assert [r.info.status for r in found if r.data.tags.get("hms.run_type") == "sweep"] == ["FINISHED"]
