@@ -10,6 +10,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from . import logs
+
+log = logs.get(__name__)
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
@@ -36,11 +39,92 @@ def client_for(tracking):
     with open(database.with_name(database.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            client = MlflowClient(uri)
-            client.search_experiments(max_results=1)  # creates and migrates the schema, once
+            return _schema_ready(uri, database)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+SCHEMA_WAIT_SECONDS = 120  # how long a fresh store's schema may take another client (mlflow ui, a notebook) to create
+SCHEMA_STILL_SECONDS = 15  # a schema not at MLflow's version whose file has not changed this long is nobody's work
+
+
+def _schema_ready(uri: str, database: Path):
+    """A client on the store once its schema is whole. MLflow creates and migrates a fresh SQLite file's schema in
+    whichever client opens it first, without a lock, and two clients doing it at once break it ('table ... already
+    exists', an alembic version row not found, a half-migrated file). So hms never migrates a file another client may
+    be migrating: a missing file is made aside (in a process of its own) and linked into place only if no file has
+    appeared meanwhile; an existing one is waited for, read-only, until its schema is at MLflow's version."""
+    import subprocess
+    import sys
+
+    from mlflow import MlflowClient
+
+    if not database.exists():
+        staging = database.with_name(f".{database.name}.{os.getpid()}.creating")
+        staging.unlink(missing_ok=True)
+        made = subprocess.run([sys.executable, "-c", "import sys; from mlflow import MlflowClient; "
+                               "MlflowClient(sys.argv[1]).search_experiments(max_results=1)", f"sqlite:///{staging}"],
+                              capture_output=True, text=True)
+        if made.returncode:
+            staging.unlink(missing_ok=True)
+            raise RuntimeError(f"tracking store {database}: cannot create its schema: {made.stderr.strip()[-1000:]}")
+        try:
+            os.link(staging, database)  # atomic, and never over a file another client has made meanwhile
+        except FileExistsError:
+            pass
+        finally:
+            staging.unlink(missing_ok=True)
+    _wait_for_schema(database)
+    client = MlflowClient(uri)
+    client.search_experiments(max_results=1)
     return client
+
+
+def _wait_for_schema(database: Path) -> None:
+    """Until the SQLite file's schema is at MLflow's version (another client is making it); returns at once if it is,
+    or once the file has stood still for SCHEMA_STILL_SECONDS (an old store: MLflow then says how to upgrade it)."""
+    import time
+
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    head = _get_latest_schema_revision()
+    start = last_change = time.monotonic()
+    seen, waited = None, False
+    while True:
+        version = _schema_version(database)
+        if version == head:
+            if waited:
+                log.info(f"{database}: another client was creating its schema; ready after {time.monotonic() - start:.1f} s")
+            return
+        try:
+            stat = database.stat()
+            now = (stat.st_size, stat.st_mtime_ns)
+        except FileNotFoundError:
+            now = None
+        if now != seen:
+            seen, last_change = now, time.monotonic()
+        if version is not None and time.monotonic() - last_change > SCHEMA_STILL_SECONDS:
+            return  # an old schema nobody is migrating
+        if time.monotonic() - start > SCHEMA_WAIT_SECONDS:
+            raise RuntimeError(f"tracking store {database}: its schema is still being made after {SCHEMA_WAIT_SECONDS} s "
+                               f"(version {version}, MLflow's is {head}); is another program stuck writing to it?")
+        waited = True
+        time.sleep(0.25)
+
+
+def _schema_version(database: Path) -> str | None:
+    """The alembic version of a whole schema in the SQLite file, read-only; None while it is missing or being made."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=1)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "alembic_version" not in tables or any(t.startswith("_alembic_tmp") for t in tables):
+                return None
+            versions = db.execute("SELECT version_num FROM alembic_version").fetchall()
+            return versions[0][0] if len(versions) == 1 else None
+    except sqlite3.Error:
+        return None
 
 
 def _sqlite_file(uri: str) -> Path | None:
