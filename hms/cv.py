@@ -617,18 +617,8 @@ def _local_workers(cfg, argv: list[str], env: dict) -> list[int]:
 
     gpus = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g] or visible_gpus()
     processes = [subprocess.Popen(argv, env={**os.environ, **own}) for own in _worker_envs(cfg.cv.workers, env, gpus)]
-    try:
-        return [p.wait() for p in processes]
-    except KeyboardInterrupt:  # this process was ended (SIGTERM, Ctrl-C): so are its workers, each giving its fold back
-        for p in processes:
-            if p.poll() is None:
-                p.terminate()
-        for p in processes:
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        raise
+    # Ended (SIGTERM, Ctrl-C), it ends its workers too, each giving its fold back.
+    return tracking.wait_passing_signals(processes)
 
 
 def run_worker(argv: list[str], env: dict) -> int:

@@ -24,7 +24,7 @@ import subprocess
 import sys
 
 from . import logs
-from .tracking import Preempted, ending_on_signals
+from .tracking import Preempted, ending_on_signals, wait_passing_signals
 from .config import compose
 from .devices import visible_gpus
 from .search import (HEARTBEAT_SECONDS, SpaceError, StudyError, best, check_composes, default_storage, launch, load_space,
@@ -50,18 +50,8 @@ def _workers(args, trailing) -> int:
         command = [sys.executable, "-m", "hms.sweep", "launch", str(args.space), *options, "--worker", str(args.worker + w),
                    "--", *trailing]
         processes.append(subprocess.Popen(command, env=env))
-    try:
-        return max(p.wait() for p in processes)
-    except KeyboardInterrupt:  # ended (SIGTERM, Ctrl-C): so are the workers, each queueing its trial's parameters again
-        for p in processes:
-            if p.poll() is None:
-                p.terminate()
-        for p in processes:
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        raise
+    # Ended (SIGTERM, Ctrl-C), it ends its workers too, each queueing its trial's parameters again.
+    return max(wait_passing_signals(processes))
 
 
 def main(argv=None) -> int:

@@ -273,6 +273,25 @@ def ending_on_signals():
         signal.signal(signal.SIGTERM, previous)
 
 
+def wait_passing_signals(processes) -> list[int]:
+    """Wait for child processes (a launcher's workers); their exit codes. Interrupted (SIGTERM as `Preempted`, Ctrl-C),
+    it ends them too (SIGTERM, then SIGKILL after 60 s) so each can mark its runs and give its work back, then goes on."""
+    import subprocess
+
+    try:
+        return [p.wait() for p in processes]
+    except KeyboardInterrupt:
+        for p in processes:
+            if p.poll() is None:
+                p.terminate()
+        for p in processes:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        raise
+
+
 def log_figures(client, run_id: str, figures: dict, folder: str = "plots") -> None:
     """Draw each figure (`name.png` -> matplotlib figure) to a file and log it under `folder` of the run."""
     from .plots import save
