@@ -8,9 +8,11 @@ interrupted build continues where it stopped. Opening a built cache maps it: no 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, replace
 from multiprocessing import get_context
@@ -180,29 +182,57 @@ def _work(job) -> list[tuple[str, str | None]]:
     return report
 
 
+class DiskFull(DataError):
+    """No room for a cache on its filesystem (full, over quota, or over the process's file-size limit)."""
+
+
+FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+def _reserve(path: Path, size: int) -> None:
+    """Allocate a (sparse) file's blocks now: a full disk is then an error here, naming the file, instead of a
+    SIGBUS later when a worker writes into its memory map."""
+    try:
+        with open(path, "r+b") as handle:
+            os.posix_fallocate(handle.fileno(), 0, size)
+    except OSError as error:
+        if error.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # a filesystem without fallocate: written as it goes
+            return
+        raise
+
+
 def _create(folder: Path, items: pd.DataFrame, tile, meta: dict) -> None:
-    """Lay out an empty tile cache (see `_create_folder`)."""
+    """Lay out an empty tile cache (see `_create_folder`), its blocks allocated."""
     def lay_out(partial: Path) -> None:
-        np.lib.format.open_memmap(partial / "features.npy", mode="w+", dtype=np.float16, shape=(len(items), *tile, 4))
+        features = np.lib.format.open_memmap(partial / "features.npy", mode="w+", dtype=np.float16, shape=(len(items), *tile, 4))
+        del features
+        _reserve(partial / "features.npy", (partial / "features.npy").stat().st_size)
         np.save(partial / "status.npy", np.zeros(len(items), np.uint8))
         items.reset_index(drop=True).to_parquet(partial / "index.parquet")
 
-    _create_folder(folder, lay_out, meta)
+    _create_folder(folder, lay_out, meta, needed=len(items) * int(np.prod(tile)) * 4 * np.dtype(np.float16).itemsize)
 
 
-def _create_folder(folder: Path, lay_out, meta: dict) -> None:
+def _create_folder(folder: Path, lay_out, meta: dict, needed: int | None = None) -> None:
     """Lay out an empty cache (`lay_out(staging folder)`, then `meta.json`) in a staging folder of this process's
     own, then rename it into place: two runs creating the same cache at once each stage their own, and the
     second rename finds it done."""
-    import shutil
     import uuid
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     partial = folder.with_name(f"{folder.name}.creating-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     partial.mkdir()
     try:
-        lay_out(partial)
-        (partial / "meta.json").write_text(json.dumps(meta, indent=2))
+        try:
+            lay_out(partial)
+            (partial / "meta.json").write_text(json.dumps(meta, indent=2))
+        except OSError as error:
+            if error.errno not in FULL:
+                raise
+            needed = needed or sum(p.stat().st_size for p in partial.iterdir() if p.is_file())
+            raise DiskFull(f"{folder}: no room for this cache on its filesystem ({os.strerror(error.errno)}): it needs "
+                           f"{needed:,} bytes or more, {shutil.disk_usage(folder.parent).free:,} are free there. Free some "
+                           "space or point data.cache_dir elsewhere (nothing partial is kept)") from None
         try:
             partial.rename(folder)
         except OSError:  # another process put the same cache in place first: use theirs
