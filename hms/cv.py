@@ -9,8 +9,10 @@ the baselines, OOF file, plots, hms.learned). `run_cv` strings them together; `h
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -71,7 +73,13 @@ def _record_epoch_class():
             logs = {k: float(v) for k, v in (logs or {}).items() if k in ("loss", "val_loss", "val_kl")}
             logs["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
             now = int(time.time() * 1000)
-            self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, epoch) for k, v in logs.items()])
+            try:
+                self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, epoch) for k, v in logs.items()])
+            except Exception as error:  # noqa: BLE001 - the store is away: training goes on, the curves stay in memory
+                if not tracking.unreachable(error):
+                    raise
+                log.warning(f"fold {self.fold} epoch {epoch + 1}: the tracking store did not answer ({tracking.retry_bound()}); "
+                            "training goes on, and the fold's records wait in the spool until they can be recorded")
             for k, v in logs.items():
                 self.history.setdefault(k, []).append(v)
             # The run's log file keeps one line per epoch whatever the console shows (Keras' bar, or nothing).
@@ -305,6 +313,7 @@ def open_parent(client, cfg: DictConfig, tags: dict | None = None) -> Parent:
     finish, with the folds it already finished."""
     if cfg.resume:
         parent_id = cfg.resume
+        replay_spool(client, Parent(parent_id, client.get_run(parent_id).info.experiment_id, cfg))
         done = _finished_folds(client, parent_id)
         client.update_run(parent_id, status="RUNNING")
         client.set_tag(parent_id, "hms.resumed", "true")
@@ -340,24 +349,58 @@ def log_training_data(client, run_id: str, cfg: DictConfig, data: TrainingData) 
 
 def record_fold(client, parent: Parent, child_id: str, fold: int, part: pd.DataFrame, model, baselines: RunBaselines) -> dict:
     """A finished fold's records: its OOF rows, KL and baselines on its child run, its weights on the parent, and
-    the fold model as an MLflow logged model (its config and weights; the fold's KL and baselines as its metrics)."""
-    parent_id = parent.run_id
+    the fold model as an MLflow logged model (its config and weights; the fold's KL and baselines as its metrics).
+    They are written to the spool first (`paths.spool`/<run>/fold<k>) and leave it once the store has them: a fold
+    finished while the tracking store was away is recorded from there on `resume=`, not trained again."""
     fold_scores = cv_scores(part)
-    fold_kl = fold_scores["cv_kl"]
-    tracking.log_frame(client, child_id, part, "oof_fold.parquet")
-    scores = {"kl": fold_kl, **({"kl_hq": fold_scores["cv_kl_hq"]} if "cv_kl_hq" in fold_scores else {}),
+    scores = {"kl": fold_scores["cv_kl"], **({"kl_hq": fold_scores["cv_kl_hq"]} if "cv_kl_hq" in fold_scores else {}),
               **baselines.scores([fold])}
-    with tempfile.TemporaryDirectory() as tmp:
-        weights = Path(tmp) / f"fold{fold}.weights.h5"
-        model.save_weights(weights)
-        client.log_artifact(parent_id, str(weights), "models")
-        (Path(tmp) / "config.yaml").write_text(OmegaConf.to_yaml(tracking.redacted(parent.cfg), resolve=True))
-        model_id = log_fold_model(client, parent, child_id, fold, Path(tmp))
+    folder = spool_folder(parent, fold)
+    writing = folder.with_name(folder.name + f".writing-{os.getpid()}")
+    (writing / "model").mkdir(parents=True, exist_ok=True)
+    part.to_parquet(writing / "oof_fold.parquet", index=False)
+    model.save_weights(writing / "model" / f"fold{fold}.weights.h5")
+    (writing / "model" / "config.yaml").write_text(OmegaConf.to_yaml(tracking.redacted(parent.cfg), resolve=True))
+    (writing / "record.json").write_text(json.dumps({"child_id": child_id, "fold": fold, "scores": scores}))
+    if folder.exists():
+        shutil.rmtree(folder)
+    writing.rename(folder)  # complete, or not there
+    return record_spooled(client, parent, folder)
+
+
+def spool_folder(parent: Parent, fold: int | None = None) -> Path:
+    root = Path(parent.cfg.paths.get("spool") or Path(parent.cfg.paths.root) / "spool") / parent.run_id
+    return root if fold is None else root / f"fold{fold}"
+
+
+def record_spooled(client, parent: Parent, folder: Path) -> dict:
+    """Record a spooled fold (see `record_fold`) into the store; the spool folder goes once it is recorded."""
+    record = json.loads((folder / "record.json").read_text())
+    child_id, fold, scores = record["child_id"], int(record["fold"]), record["scores"]
+    client.log_artifact(child_id, str(folder / "oof_fold.parquet"))
+    client.log_artifact(parent.run_id, str(folder / "model" / f"fold{fold}.weights.h5"), "models")
+    model_id = log_fold_model(client, parent, child_id, fold, folder / "model")
     for key, value in scores.items():
         client.log_metric(child_id, key, value, model_id=model_id)
-    client.log_metric(parent_id, f"fold{fold}_kl", fold_kl)
+    client.log_metric(parent.run_id, f"fold{fold}_kl", scores["kl"])
     client.set_terminated(child_id, "FINISHED")
+    shutil.rmtree(folder)
     return scores
+
+
+def replay_spool(client, parent: Parent) -> list[int]:
+    """Record the folds a run finished while its tracking store was away (their spool folders); their numbers."""
+    root = spool_folder(parent)
+    done = []
+    for folder in sorted(root.glob("fold*")) if root.is_dir() else []:
+        if not (folder / "record.json").is_file() or "." in folder.name:
+            continue  # a spool folder still being written when the process ended: the fold is trained again
+        record = json.loads((folder / "record.json").read_text())
+        log.info(f"fold {record['fold']}: finished while the tracking store was away; recording it from {folder}")
+        client.update_run(record["child_id"], status="RUNNING")
+        record_spooled(client, parent, folder)
+        done.append(int(record["fold"]))
+    return done
 
 
 def log_fold_model(client, parent: Parent, child_id: str, fold: int, folder: Path) -> str:

@@ -166,6 +166,7 @@ class PathsSchema:
     tracking: str = MISSING
     sweeps: str = MISSING
     folds: str = MISSING
+    spool: str = MISSING
 
 
 @dataclass

@@ -240,10 +240,32 @@ def failing(client, run_id: str, interrupts: bool = True):
         yield
     except BaseException as error:
         if interrupts or not isinstance(error, KeyboardInterrupt):
-            fail_run(client, run_id, error)
-            if isinstance(error, KeyboardInterrupt):
-                error.run_id = run_id  # the outermost run marked: the one to resume
+            try:
+                fail_run(client, run_id, error)
+            except Exception as also:  # noqa: BLE001 - the store itself is gone: say so, and keep the first error
+                log.warning(f"could not mark run {run_id} as ended in the tracking store ({type(also).__name__}); "
+                            "it shows RUNNING until the run is resumed")
+            error.run_id = run_id  # the outermost run marked: the one to resume
         raise
+
+
+def unreachable(error: BaseException) -> bool:
+    """Whether an error is the tracking server not answering (after MLflow's own retries)."""
+    import requests
+
+    if isinstance(error, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
+        return True
+    text = str(error)
+    return "Max retries exceeded" in text or "Failed to establish a new connection" in text
+
+
+def retry_bound() -> str:
+    """How long MLflow's HTTP client keeps retrying a request to a server that does not answer."""
+    retries = int(os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", 7))
+    factor = float(os.environ.get("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", 2))
+    cap = 120.0  # urllib3's longest single backoff
+    seconds = sum(min(cap, factor * 2 ** k) for k in range(retries))
+    return f"{retries} retries over about {seconds:.0f} s (MLFLOW_HTTP_REQUEST_MAX_RETRIES, MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR)"
 
 
 class Preempted(KeyboardInterrupt):

@@ -57,6 +57,18 @@ def _main(cfg: DictConfig) -> float:
     except QueueError as error:
         print(f"fold queue: {error}", file=sys.stderr)
         sys.exit(1)
+    except Exception as error:
+        from . import tracking
+
+        if not tracking.unreachable(error):
+            raise
+        run_id = getattr(error, "run_id", None)
+        print(f"tracking store {tracking.redact(tracking.tracking_uri(cfg.tracking))} did not answer after "
+              f"{tracking.retry_bound()}: {str(error).splitlines()[0][:300]}\nFolds finished and not yet recorded are kept "
+              f"under {cfg.paths.spool}; once the store answers, continue with "
+              f"resume={run_id or '<the run id printed above>'} (they are recorded from there, not trained again)",
+              file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
