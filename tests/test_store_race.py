@@ -10,7 +10,7 @@ import pytest
 
 pytestmark = pytest.mark.slow  # a few dozen Python processes that import MLflow
 
-TRIES = 6
+TRIES = 4
 GO = "import os, time\nwhile not os.path.exists({go!r}): time.sleep(0.005)\n"
 OTHER = "from mlflow import MlflowClient\nMlflowClient({uri!r}).search_experiments()\n"
 HMS = ("from omegaconf import OmegaConf\nfrom hms.tracking import client_for, experiment_id\n"
@@ -26,7 +26,7 @@ def test_hms_waits_for_a_schema_another_client_is_creating(tmp_path):
         uri, go = f"sqlite:///{folder}/mlflow.db", str(folder / "go")
         processes = [subprocess.Popen([sys.executable, "-c", GO.format(go=go) + code.format(uri=uri)], stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True) for code in (OTHER, HMS)]
-        time.sleep(3)  # both have imported what they need and wait at the line
+        time.sleep(2.5)  # both have imported what they need and wait at the line
         (folder / "go").touch()
         (_, _), (out, err) = [p.communicate(timeout=180) for p in processes]
         if processes[1].returncode != 0 or out.strip() != "ok":
