@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -54,25 +55,61 @@ def export(client, to, run_id: str | None = None, ensemble_id: str | None = None
         bundle = {"format": 1, "blend": "prob", "source": run_id,
                   "members": [{"run_id": run_id, "name": run.info.run_name, "weight": 1.0}]}
     to.mkdir(parents=True, exist_ok=True)
+    try:
+        _export_members(client, to, bundle)
+        return _write_bundle(to, bundle)
+    except OSError as error:
+        from .features.cache import FULL
+
+        if error.errno not in FULL:
+            raise
+        (to / BUNDLE_FILE).unlink(missing_ok=True)
+        raise PredictError(f"{to}: no room for the model folder ({os.strerror(error.errno)} writing {error.filename}); "
+                           f"{shutil.disk_usage(to).free:,} bytes are free there. Nothing in it is usable: ensemble.json "
+                           "is written last, once every file is in place") from None
+
+
+def _export_members(client, to: Path, bundle: dict) -> None:
+    """Each member's config.yaml and fold files into `to/<member>/`, once there is room for them all."""
+    plans = []
     for member in bundle["members"]:
-        folder = to / member["run_id"]
-        folder.mkdir(exist_ok=True)
         run = _get_run(client, member["run_id"])
         # A seed bag is one member: its config, and every seed run's fold models as seed<s>-fold<k>.weights.h5.
         parts = [(f"seed{s}-", r.info.run_id) for s, r in _bag_members(client, run)] if "hms.seeds" in run.data.tags \
             else [("", member["run_id"])]
-        with tempfile.TemporaryDirectory() as tmp:
-            source = member["run_id"]
+        plans.append((member["run_id"], parts))
+    _check_room(to, [(f"{source}/{f.path}", f.file_size or 0) for _, parts in plans for _, source in parts
+                     for f in client.list_artifacts(source, "models")])
+    for member_id, parts in plans:
+        folder = to / member_id
+        folder.mkdir(exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=to) as tmp:  # on the folder's filesystem: moved, not copied
+            source = member_id
             try:
-                shutil.copy(client.download_artifacts(source, "config.yaml", tmp), folder / "config.yaml")
+                shutil.move(client.download_artifacts(source, "config.yaml", tmp), folder / "config.yaml")
                 for k, (prefix, source) in enumerate(parts):
                     (Path(tmp) / str(k)).mkdir()
                     models = client.download_artifacts(source, "models", str(Path(tmp) / str(k)))
                     for weights in sorted(Path(models).glob("fold*.weights.h5")):
-                        shutil.copy(weights, folder / f"{prefix}{weights.name}")
+                        shutil.move(weights, folder / f"{prefix}{weights.name}")
+            except OSError:
+                raise
             except Exception as error:  # noqa: BLE001 - reported with the run's id
                 raise PredictError(f"run {source}: cannot fetch its config.yaml and models/ ({error})") from None
-    return _write_bundle(to, bundle)
+
+
+def _check_room(to: Path, files: list[tuple[str, int]]) -> None:
+    """A model folder's files must fit: their bytes on the folder's filesystem, and each under this process's file-size
+    limit (RLIMIT_FSIZE). MLflow's download hides a full disk behind 'Failed to download artifacts', so look first."""
+    import resource
+
+    needed, free = sum(size for _, size in files), shutil.disk_usage(to).free
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    over = [(name, size) for name, size in files if limit != resource.RLIM_INFINITY and size > limit]
+    if needed > free or over:
+        raise PredictError(f"{to}: no room for the model folder: it needs {needed:,} bytes, {free:,} are free there"
+                           + (f"; {over[0][0]} ({over[0][1]:,} bytes) is over this process's file-size limit of {limit:,} "
+                              "bytes" if over else "") + ". Nothing was written")
 
 
 def _bag_members(client, run) -> list:

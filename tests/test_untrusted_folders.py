@@ -96,3 +96,45 @@ def test_the_command_refuses_a_folder_pointing_outside_without_a_traceback(folde
                       cwd=tmp_path)
     assert done.returncode == 2 and "not a plain name" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "sub.csv").exists()
+
+
+EXPORT_UNDER_LIMIT = """
+import resource, signal, sys
+from hms.predict import main
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over the limit, a write fails with EFBIG instead of killing
+resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_an_export_that_does_not_fit_is_named_and_leaves_no_usable_folder(folder, tmp_path):
+    """Issue 28, item 3, for model export, under a 64 KiB file-size limit (RLIMIT_FSIZE): a CV run whose fold files
+    are 200 KiB each. The command ends with an error naming the folder, and no ensemble.json is left to trust."""
+    import subprocess
+    import sys
+
+    from mlflow import MlflowClient
+
+    from hms import tracking
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    run = client.create_run(tracking.experiment_id(client, "hms"), tags={"hms.run_type": "cv"}).info.run_id
+    client.log_artifact(run, str(folder / RUN / "config.yaml"))
+    for k in (0, 1):
+        big = tmp_path / f"fold{k}.weights.h5"
+        big.write_bytes(os.urandom(200 * 1024))
+        client.log_artifact(run, str(big), "models")
+    client.set_terminated(run)
+    out = tmp_path / "export"
+    done = subprocess.run([sys.executable, "-c", EXPORT_UNDER_LIMIT, "export", "--run", run, "--to", str(out),
+                           f"tracking.uri={uri}"], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"predict error: {out}: no room for the model folder: it needs {2 * 200 * 1024:,} bytes" in done.stderr
+    assert f"models/fold0.weights.h5 ({200 * 1024:,} bytes) is over this process's file-size limit of {64 * 1024:,}" in done.stderr
+    assert "Traceback" not in done.stderr and not (out / "ensemble.json").exists()
+    # Without the limit the same export is a folder that loads.
+    done = subprocess.run([sys.executable, "-m", "hms.predict", "export", "--run", run, "--to", str(out), f"tracking.uri={uri}"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(load_bundle(out)["members"][0]["models"]) == 2
