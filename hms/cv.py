@@ -174,7 +174,6 @@ def train_fold(cfg, devices, data: TrainingData, fold: int, fresh_model: FreshMo
     y = targets(data.samples).astype(np.float32)
     train_idx = np.flatnonzero(data.samples.fold.to_numpy() != fold)
     val_idx = np.flatnonzero(data.samples.fold.to_numpy() == fold)
-    spread = devices.process[1] > 1  # one fold over several processes (trainer.distributed)
     common = dict(batch_size=cfg.trainer.batch_size, workers=cfg.trainer.workers, multiple=devices.batch_multiple,
                   shard=devices.process)
     representation = representation_for(cfg)

@@ -51,7 +51,7 @@ def test_a_fold_finished_while_the_server_is_away_is_kept_and_recorded_on_resume
     uri = f"http://127.0.0.1:{port}"
     args = [a for a in tiny(synthetic_root, tmp_path, "cv.folds=3", "trainer.epochs=2", "schedule.steps=[[0,1.0e-3]]",
                             "input=eeg1d", "backbone=eeg1d_cnn", f"tracking.uri={uri}")
-            if not a.startswith(("backbone=efficientnet", f"tracking.uri=sqlite"))]
+            if not a.startswith(("backbone=efficientnet", "tracking.uri=sqlite"))]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
     server = _server(tmp_path, port)
