@@ -485,7 +485,11 @@ def run_cv(cfg: DictConfig, tags: dict | None = None, on_fold=None, overrides=()
         with precision_policy(devices.precision), tracking.SystemMetrics(
                 parent_id, tracking.tracking_uri(cfg.tracking), cfg.tracking.get("system_metrics")):
             with devices.running():
-                finished = _fold_loop(client, cfg, devices, data, parent, on_fold)
+                try:
+                    finished = _fold_loop(client, cfg, devices, data, parent, on_fold)
+                except KeyboardInterrupt as error:  # a fold run the interrupt reached before its own block: ended too
+                    _end_running_folds(client, parent, error)
+                    raise
         scores, oof, learned = finish_parent(client, parent_id, finished)
         log.info(score_line(scores) + f"  over {len(oof)} out-of-fold rows")
         if not learned:
@@ -798,6 +802,13 @@ def _work(client, cfg, devices, data: TrainingData, parent: Parent, queue, worke
                     trainer.example, "one validation input as the backbone sees it")})
 
 
+def _end_running_folds(client, parent: Parent, error: BaseException) -> None:
+    """Mark the parent's fold runs still RUNNING as ended by `error` (KILLED for an interrupt)."""
+    for child in client.search_runs([parent.experiment], f"tags.mlflow.parentRunId = '{parent.run_id}' "
+                                    "and attributes.status = 'RUNNING'"):
+        tracking.fail_run(client, child.info.run_id, error)
+
+
 def _fold_finished(client, parent_id: str, fold: int) -> bool:
     """Whether the run holds a FINISHED run of the fold."""
     experiment = client.get_run(parent_id).info.experiment_id
@@ -895,8 +906,11 @@ class _FoldTrainer:
         from .models import resolved_recipe
 
         client, cfg, parent = self.client, self.cfg, self.parent
-        child_id = child_id or self.open(fold)
+        announce = child_id is None
+        child_id = child_id or self.open(fold, announce=False)
         with tracking.failing(client, child_id):
+            if announce:  # inside: from the line that names the fold's run on, an interrupt ends that run
+                self.announce(fold, child_id)
             if self.fresh_model is None:
                 steps = _steps_per_epoch(cfg, self.data.samples)
                 self.fresh_model = FreshModel(cfg, self.devices, steps)
