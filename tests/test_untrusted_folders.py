@@ -89,6 +89,7 @@ def test_a_bad_ensemble_json_is_named(folder, members, says):
     assert "ensemble.json" in str(error.value) and says in str(error.value)
 
 
+@pytest.mark.slow  # runs the command as a process
 def test_the_command_refuses_a_folder_pointing_outside_without_a_traceback(folder, synthetic_root, tmp_path):
     """The report's case: an exported folder whose ensemble.json names `../outside`."""
     _bundle(folder, [{"run_id": "../outside", "weight": 1.0}])
@@ -107,6 +108,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow  # runs the command as a process, twice
 def test_an_export_that_does_not_fit_is_named_and_leaves_no_usable_folder(folder, tmp_path):
     """Issue 28, item 3, for model export, under a 64 KiB file-size limit (RLIMIT_FSIZE): a CV run whose fold files
     are 200 KiB each. The command ends with an error naming the folder, and no ensemble.json is left to trust."""

@@ -252,6 +252,7 @@ build_cache(sys.argv[1], "train", "eeg", items, tile=(32, 64), cache_dir=sys.arg
 """
 
 
+@pytest.mark.slow  # a build in a process of its own
 def test_item03_a_cache_that_does_not_fit_is_a_clear_error_and_leaves_nothing_partial(synthetic_root, items, tmp_path):
     """Issue 28, item 3, with a file-size limit (RLIMIT_FSIZE, 64 KiB) rather than a small filesystem (this machine
     cannot mount one for the suite): the cache's features (40 items of 32x64x4 float16, 655,360 bytes) do not fit.
