@@ -384,6 +384,11 @@ def record_spooled(client, parent: Parent, folder: Path) -> dict:
     client.log_metric(parent.run_id, f"fold{fold}_kl", scores["kl"])
     client.set_terminated(child_id, "FINISHED")
     shutil.rmtree(folder)
+    for empty in (folder.parent, folder.parent.parent):  # the run's spool folder, then the spool, once nothing waits
+        try:
+            empty.rmdir()
+        except OSError:
+            break
     return scores
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import tempfile
@@ -54,20 +55,16 @@ def _schema_ready(uri: str, database: Path):
     exists', an alembic version row not found, a half-migrated file). So hms never migrates a file another client may
     be migrating: a missing file is made aside (in a process of its own) and linked into place only if no file has
     appeared meanwhile; an existing one is waited for, read-only, until its schema is at MLflow's version."""
-    import subprocess
-    import sys
-
     from mlflow import MlflowClient
 
     if not database.exists():
         staging = database.with_name(f".{database.name}.{os.getpid()}.creating")
         staging.unlink(missing_ok=True)
-        made = subprocess.run([sys.executable, "-c", "import sys; from mlflow import MlflowClient; "
-                               "MlflowClient(sys.argv[1]).search_experiments(max_results=1)", f"sqlite:///{staging}"],
-                              capture_output=True, text=True)
-        if made.returncode:
+        try:
+            _make_schema(staging)
+        except BaseException:
             staging.unlink(missing_ok=True)
-            raise RuntimeError(f"tracking store {database}: cannot create its schema: {made.stderr.strip()[-1000:]}")
+            raise
         try:
             os.link(staging, database)  # atomic, and never over a file another client has made meanwhile
         except FileExistsError:
@@ -80,14 +77,32 @@ def _schema_ready(uri: str, database: Path):
     return client
 
 
+def _make_schema(path: Path) -> None:
+    """MLflow's schema in a new SQLite file, made as MLflow makes it for a fresh store (tables, then its migrations),
+    through an engine closed afterwards (nothing of this process keeps the file open once it is linked into place)."""
+    import sqlalchemy
+    from mlflow.store.db.utils import _initialize_tables
+
+    engine = sqlalchemy.create_engine(f"sqlite:///{path}")
+    try:
+        _initialize_tables(engine)
+    finally:
+        engine.dispose()
+
+
+@functools.lru_cache(maxsize=1)
+def _schema_head() -> str:
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    return _get_latest_schema_revision()
+
+
 def _wait_for_schema(database: Path) -> None:
     """Until the SQLite file's schema is at MLflow's version (another client is making it); returns at once if it is,
     or once the file has stood still for SCHEMA_STILL_SECONDS (an old store: MLflow then says how to upgrade it)."""
     import time
 
-    from mlflow.store.db.utils import _get_latest_schema_revision
-
-    head = _get_latest_schema_revision()
+    head = _schema_head()
     start = last_change = time.monotonic()
     seen, waited = None, False
     while True:

@@ -10,7 +10,7 @@ import pytest
 
 pytestmark = pytest.mark.slow  # a few dozen Python processes that import MLflow
 
-TRIES = 4
+TRIES = 3
 GO = "import os, time\nwhile not os.path.exists({go!r}): time.sleep(0.005)\n"
 OTHER = "from mlflow import MlflowClient\nMlflowClient({uri!r}).search_experiments()\n"
 HMS = ("from omegaconf import OmegaConf\nfrom hms.tracking import client_for, experiment_id\n"
