@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 
 from .constants import VOTE_COLUMNS
+from .dataset import HQ_VOTES
 from .metrics import kl_divergence
 from .synthetic.dataset import META_DIR
 
-HQ_VOTES = 10
 ANSWERS_FILE = "test_answers.csv"  # in a synthetic dataset's META_DIR
 
 

@@ -7,8 +7,8 @@ parent run.
 
 `hms.cv.run_cv` trains the seeds (`cv.seeds` set); this module holds what a bag adds. Each seed run is an ordinary CV run (fold workers, resume and export work on it as on any other). The bag records
 `cv_kl` of the averaged OOF beside each seed's (`seed<s>_cv_kl`), their mean (`seed_cv_kl_mean`) and what the bag
-gained over one seed (`bag_gain` = `seed_cv_kl_mean` - `cv_kl`). Exported (`hms.predict export --run <bag>`), its
-model folder has the seed runs as members of weight 1, so a prediction averages every seed's fold models.
+gained over one seed (`bag_gain` = `seed_cv_kl_mean` - `cv_kl`). Exported (`hms.predict export --run <bag>`), the bag
+is one member whose folder holds every seed's fold models (`seed<s>-fold<k>.weights.h5`), all averaged.
 """
 
 from __future__ import annotations
