@@ -33,6 +33,8 @@ def client_for(tracking):
     uri = tracking_uri(tracking)
     database = _sqlite_file(uri)
     if database is None:
+        if _server_database(uri):
+            return _schema_under_server_lock(uri)
         return MlflowClient(uri)
     import fcntl
 
@@ -74,6 +76,40 @@ def _schema_ready(uri: str, database: Path):
     _wait_for_schema(database)
     client = MlflowClient(uri)
     client.search_experiments(max_results=1)
+    return client
+
+
+SERVER_LOCK = 0x686D73  # the advisory lock's key ('hms') under which one hms process at a time opens a server database
+
+
+def _server_database(uri: str) -> str | None:
+    """'postgresql' or 'mysql' for a tracking URI that is such a database (MLflow's SQLAlchemy store), else None."""
+    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
+    return {"postgresql": "postgresql", "postgres": "postgresql", "mysql": "mysql"}.get(scheme)
+
+
+def _schema_under_server_lock(uri: str):
+    """A client on a PostgreSQL or MySQL store, opened while this process holds the database's advisory lock. MLflow
+    creates a fresh database's tables in whichever client opens it first, without a lock: runs starting together on
+    a new database (a cluster's first sweep) collided there ('duplicate key value violates unique constraint
+    "pg_type_typname_nsp_index"'). Under the lock, the first creates them and the others find them made."""
+    import sqlalchemy
+    from mlflow import MlflowClient
+
+    dialect = _server_database(uri)
+    take, give = {"postgresql": ("SELECT pg_advisory_lock(:key)", "SELECT pg_advisory_unlock(:key)"),
+                  "mysql": ("SELECT GET_LOCK(CAST(:key AS CHAR), 600)", "SELECT RELEASE_LOCK(CAST(:key AS CHAR))")}[dialect]
+    engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text(take), {"key": SERVER_LOCK})
+            try:
+                client = MlflowClient(uri)
+                client.search_experiments(max_results=1)  # the store (and a fresh database's schema) is made here
+            finally:
+                connection.execute(sqlalchemy.text(give), {"key": SERVER_LOCK})
+    finally:
+        engine.dispose()
     return client
 
 
@@ -410,6 +446,7 @@ def log_dataset(client, run_id: str, frame, name: str, source: str, digest: str,
             # the loser's transaction fails on the unique key and rolls back. Again, it finds the winner's row.
             if attempt == 4 or not _lost_insert_race(error):
                 raise
+            log.info(f"dataset {name}: another run logged it at the same moment; retrying ({attempt + 1} of 4)")
 
 
 def _lost_insert_race(error: BaseException) -> bool:

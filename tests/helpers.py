@@ -87,3 +87,68 @@ def chaos(command, trigger: str, cwd, seed: int, kills: int = 3, delay: float = 
             p.kill()
         raise AssertionError(f"the workers did not end in {seconds} s:\n" + "".join(output)[-3000:])
     return {name: p.wait() for name, p in workers.items()}, killed, len(workers), "".join(output)
+
+
+# Many runs on one store at once (issue 28's load item): the tiny 1D CNN, 2 folds, 1 epoch.
+LOAD_RUN = ["input=eeg1d", "backbone=eeg1d_cnn", "augmentation=signal", "input.signal.rate=20", "input.signal.high=8", "cv.folds=2",
+            "trainer.epochs=1", "trainer.batch_size=16", "trainer.verbose=0", "tracking.system_metrics=null",
+            "schedule.steps=[[0,1.0e-3],[0.5,5.0e-4]]", "data=kaggle", "data.workers=1"]
+STORE_ERRORS = ("database is locked", "deadlock detected", "OperationalError", "IntegrityError", "Traceback")
+
+
+class Load:
+    def __init__(self, codes, outputs):
+        self.codes, self.outputs = codes, outputs
+        self.errors = sum(line.count(e) for out in outputs for line in out.splitlines() for e in STORE_ERRORS)
+        self.retries = sum(out.count("retrying") + out.count("another client was creating its schema") for out in outputs)
+
+
+def concurrent_runs(n: int, uri: str, root, cache, folder, *extra, seconds: float = 600) -> Load:
+    """`n` `python -m hms.train` processes started together on one store `uri` and one feature cache."""
+    import subprocess
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    threads = {"OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+    processes = [subprocess.Popen([sys.executable, "-m", "hms.train", *LOAD_RUN, f"data.root={root}", f"data.cache_dir={cache}",
+                                   f"tracking.uri={uri}", f"paths.root={folder}", f"seed={k}", *extra], cwd=folder,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **threads})
+                 for k in range(n)]
+    outputs = [p.communicate(timeout=seconds)[0] for p in processes]
+    return Load([p.returncode for p in processes], outputs)
+
+
+def store_problems(uri: str, runs: int, folds: int, experiment: str = "hms") -> list[str]:
+    """What is missing or wrong in a store that `runs` CV runs of `folds` folds each should have completed."""
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return [f"no experiment {experiment!r}"]
+    everything = client.search_runs([exp.experiment_id], max_results=10_000)
+    problems = [f"run {r.info.run_id} left {r.info.status}" for r in everything if r.info.status == "RUNNING"]
+    parents = [r for r in everything if r.data.tags.get("hms.run_type") == "cv"]
+    if len(parents) != runs:
+        problems.append(f"{len(parents)} CV runs, not {runs}")
+    for parent in parents:
+        run_id = parent.info.run_id
+        if parent.info.status != "FINISHED" or "cv_kl" not in parent.data.metrics:
+            problems.append(f"CV run {run_id} is {parent.info.status} with metrics {sorted(parent.data.metrics)}")
+        children = [r for r in everything if r.data.tags.get("mlflow.parentRunId") == run_id]
+        done = sorted(r.data.tags.get("hms.fold") for r in children if r.info.status == "FINISHED" and "kl" in r.data.metrics)
+        if done != [str(k) for k in range(folds)]:
+            problems.append(f"CV run {run_id} has finished folds {done}")
+        if "oof.parquet" not in {a.path for a in client.list_artifacts(run_id)}:
+            problems.append(f"CV run {run_id} has no oof.parquet")
+    return problems
+
+
+def fresh_postgres_database(server_url: str, name: str) -> str:
+    """A new, empty database on the PostgreSQL server of `server_url`; its URL."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}"'))
+        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return server_url.rsplit("/", 1)[0] + "/" + name

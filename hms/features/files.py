@@ -23,6 +23,7 @@ stopped; once built, the folder is only read, so any number of trainers may map 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -35,6 +36,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from .. import logs
 from ..constants import EEG_COLUMNS, EEG_RATE, EEG_WINDOW_ROWS, SPEC_COLUMNS, SPEC_ROW_SECONDS, SPEC_WINDOW_ROWS
 from ..dataset.layout import DataError, read_eeg, read_spectrogram
 from .cache import SOURCES, FeatureOptions, Job, _create_folder, _jobs, _resize, _run, _stamp, checked
@@ -47,6 +49,7 @@ STORED = {"eeg": np.dtype(np.float32), "kaggle": np.dtype(np.float16)}  # see th
 CHUNK_ROWS = {"eeg": 2000, "kaggle": 64}  # 10 s of EEG, about 2 min of spectrogram: a window reads 6 or 7 chunks
 LOW, HIGH = np.float32(np.exp(-4)), np.float32(np.exp(8))
 CHAIN_INDEX = [EEG_COLUMNS.index(c) for c in CHAIN_CHANNELS]
+log = logs.get(__name__)
 PART_COLUMNS = ["file_id", "chunk", "rows", "offset", "nbytes", "error"]
 
 
@@ -180,12 +183,38 @@ def build_files(root, split: str, kind: str, files, options: FeatureOptions) -> 
         _create_folder(folder, lambda partial: None, {"root": str(Path(root).resolve()), "split": split, "kind": kind,
                                                       "files": len(files), "version": FILES_VERSION, "codec": CODEC})
     cache = FileCache(folder, kind)
-    todo = [int(f) for f in files if f not in cache.rows.index]  # bad files are read again, never trusted
-    if todo:
-        jobs = _jobs(folder, kind, str(root), split, (), [Slot(f, np.array([0])) for f in todo], options.workers)
-        _run(jobs, options, len(todo), f"{split} files ({kind})", work=_work)
+    if all(f in cache.rows.index for f in files):
+        return cache
+    with _building(folder):  # runs starting together (a sweep's workers) read each file once, not once each
         cache = FileCache(folder, kind)
+        todo = [int(f) for f in files if f not in cache.rows.index]  # bad files are read again, never trusted
+        if todo:
+            jobs = _jobs(folder, kind, str(root), split, (), [Slot(f, np.array([0])) for f in todo], options.workers)
+            _run(jobs, options, len(todo), f"{split} files ({kind})", work=_work)
+            cache = FileCache(folder, kind)
     return cache
+
+
+@contextlib.contextmanager
+def _building(folder: Path):
+    """One builder of a cache folder at a time, among the processes of this machine (an advisory lock beside the
+    parts; a lock that a file system does not support is only a lost saving: parts are keyed, so two builders
+    never make a wrong cache, only a second copy of a file's chunks)."""
+    import fcntl
+
+    with open(folder / ".build.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info(f"{folder}: another run is building this cache; waiting for it")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 class WindowTiles:
