@@ -53,10 +53,34 @@ def read_table_csv(path, columns) -> pd.DataFrame:
     return frame
 
 
+def _check_numbers(path, frame, ids, offsets) -> pd.DataFrame:
+    """Id columns must hold non-negative integers and offset columns non-negative finite numbers; the first cell that
+    does not is named by row (as a spreadsheet numbers it: the header is row 1) and column."""
+    frame = frame.copy()
+    for column in (*ids, *offsets):
+        numbers = pd.to_numeric(frame[column], errors="coerce").astype(np.float64)
+        wrong = ~np.isfinite(numbers) | (numbers < 0)
+        if column in ids:
+            wrong |= numbers != np.round(numbers)
+        if wrong.any():
+            row = int(wrong.to_numpy().argmax())
+            what = "a non-negative integer id" if column in ids else "a non-negative number of seconds"
+            value = frame[column].iloc[row]
+            shown = "an empty cell" if pd.isna(value) else f"'{value}'"
+            raise DataError(f"{path}: row {row + 2}, column {column}: {shown} is not {what}")
+        frame[column] = numbers.astype(np.int64) if column in ids else numbers
+    return frame
+
+
 def read_train_csv(root) -> pd.DataFrame:
-    """train.csv with Kaggle's columns; votes must be non-negative with at least one per row."""
+    """train.csv with Kaggle's columns; ids must be integers, offsets numbers, votes non-negative with at least one
+    per row."""
     path = Path(root) / "train.csv"
     frame = read_table_csv(path, TRAIN_COLUMNS)
+    if frame.empty:
+        raise DataError(f"{path}: no rows, only a header: there is nothing to train on")
+    frame = _check_numbers(path, frame, ["eeg_id", "eeg_sub_id", "spectrogram_id", "spectrogram_sub_id", "label_id", "patient_id"],
+                           ["eeg_label_offset_seconds", "spectrogram_label_offset_seconds"])
     votes = frame[[c for c in TRAIN_COLUMNS if c.endswith("_vote")]]
     for column in votes:
         numbers = pd.to_numeric(votes[column], errors="coerce")
@@ -78,6 +102,12 @@ def read_test_csv(root) -> pd.DataFrame:
     frame = read_table_csv(path, TEST_COLUMNS)
     if frame.empty:
         raise DataError(f"{path}: no rows, only a header: there is nothing to predict")
+    frame = _check_numbers(path, frame, list(TEST_COLUMNS), [])
+    twice = frame.eeg_id.duplicated(keep=False)
+    if twice.any():
+        rows = [int(r) + 2 for r in np.flatnonzero(twice.to_numpy())[:2]]
+        raise DataError(f"{path}: eeg_id {frame.eeg_id[twice].iloc[0]} is in rows {rows[0]} and {rows[1]}: a submission has "
+                        "one row per eeg_id")
     return frame
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from ..constants import CLASSES, VOTE_COLUMNS
-from .layout import DataError, read_test_csv, read_train_csv
+from .layout import DataError, eeg_path, read_test_csv, read_train_csv, spectrogram_path
 
 TARGET_COLUMNS = tuple(f"y_{c}" for c in CLASSES)
 PRED_COLUMNS = tuple(f"p_{c}" for c in CLASSES)  # predicted probabilities in oof.parquet
@@ -56,12 +58,27 @@ def _middle_rows(rows: pd.DataFrame) -> pd.DataFrame:
 
 def load_train(root) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read `root/train.csv` into samples and windows (see `train_samples`)."""
-    return train_samples(read_train_csv(root), source=f"{root}/train.csv")
+    train = read_train_csv(root)
+    _check_files(root, train, "train")
+    return train_samples(train, source=f"{root}/train.csv")
+
+
+def _check_files(root, table: pd.DataFrame, split: str) -> None:
+    """Every EEG and spectrogram the table names is in the folder; the first that is not is named with its row."""
+    for column, where in (("eeg_id", eeg_path), ("spectrogram_id", spectrogram_path)):
+        ids = table[column].drop_duplicates()
+        missing = [(row, int(i)) for row, i in ids.items() if not where(root, int(i), split).is_file()]
+        if missing:
+            row, first = missing[0]
+            raise DataError(f"{Path(root) / f'{split}.csv'}: row {row + 2} names {column} {first}, but "
+                            f"{where(root, first, split)} does not exist ({len(missing)} {column}(s) named there have no file; "
+                            f"`python -m hms.data check {root}` lists every one)")
 
 
 def load_test(root) -> pd.DataFrame:
     """Read `root/test.csv` into samples: one 50 s EEG and one 10-minute spectrogram, both from offset 0."""
     test = read_test_csv(root)
+    _check_files(root, test, "test")
     return test.assign(eeg_offset=0.0, spec_offset=0.0)[["eeg_id", "spectrogram_id", "patient_id", "eeg_offset", "spec_offset"]]
 
 
