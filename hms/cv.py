@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import sys
@@ -443,6 +444,7 @@ def finish_parent(client, parent_id: str, folds: FoldResults):
     tracking.log_frame(client, parent_id, baselines.frame(sorted(oof.fold.unique())), "baselines.parquet")
     learned = has_learned(scores["cv_kl"], scores["prior_kl"])
     client.set_tag(parent_id, "hms.learned", str(learned).lower())
+    client.set_tag(parent_id, "mlflow.note.content", describe_run(scores, learned, len(oof), stopped))
     _log_plots(client, parent_id, folds.histories, oof, folds.picture)
     if stopped:
         client.set_tag(parent_id, "hms.pruned", "true")
@@ -587,8 +589,23 @@ def _only_process_zero_records(cfg, on_fold) -> DictConfig:
 
 
 def _view_line(cfg, parent: Parent) -> str:
-    return (f"view it: run `{tracking.ui_command(cfg.tracking)}` and open "
-            f"{tracking.ui_address(cfg.tracking, parent.experiment, parent.run_id)}")
+    return tracking.view_line(cfg.tracking, parent.experiment, parent.run_id)
+
+
+def describe_run(scores: dict, learned: bool, rows: int, stopped: bool = False) -> str:
+    """The CV run's description (its page's Description, `mlflow.note.content`): the score line beside the class prior
+    and the feature model, the verdict, and a table of the folds."""
+    folds = sorted(int(k[4:-3]) for k in scores if re.fullmatch(r"fold\d+_kl", k))
+    ratio = scores["cv_kl"] / scores["prior_kl"] if scores.get("prior_kl") else float("nan")
+    verdict = (f"**Learned**: {ratio:.2f}x the class prior's KL." if learned else
+               f"**Did not learn**: {ratio:.2f}x the class prior's KL; a run has learned at 0.9x or below.")
+    lines = [f"**cv_kl {scores['cv_kl']:.4f}** beside the class prior's prior_kl {scores['prior_kl']:.4f} and the feature "
+             f"model's baseline_kl {scores['baseline_kl']:.4f}, over {rows} out-of-fold rows"
+             + (" (pruned: the folds below only)" if stopped else "") + ".", "", verdict, ""]
+    if "cv_kl_std" in scores:
+        lines += [f"Fold KLs spread: cv_kl_std {scores['cv_kl_std']:.4f} (sample standard deviation over {len(folds)} folds).", ""]
+    lines += ["| fold | KL |", "| --- | --- |", *(f"| {k} | {scores[f'fold{k}_kl']:.4f} |" for k in folds)]
+    return "\n".join(lines)
 
 
 # --- folds in parallel processes (cv.workers, join=) ------------------------------------------------------------

@@ -272,10 +272,11 @@ def run_ensemble(tracking_uri: str | None = None, experiment: str = "hms", run_i
     run_id = run.info.run_id
     with tracking.failing(client, run_id), logs.run_log(client, run_id):
         _record(client, run_id, fitted, EnsembleSettings(mode, trials, max_members, seed, filter_string, cfg_tracking))
-    log.info(f"MLflow ensemble run {run_id}: {tracking.ui_address(cfg_tracking, experiment_id, run_id)}")
+    log.info(f"MLflow ensemble run {run_id}")
     log.info(f"blend method: {chosen} ({'the best nested KL' if method == 'auto' else 'asked for'}, "
              f"nested KL {results[chosen].nested_kl:.4f})")
     log.info(f"predict with: python -m hms.predict --ensemble {run_id} --out submission.csv")
+    log.info(tracking.view_line(cfg_tracking, experiment_id, run_id))
     if register:
         uri = register_ensemble(client, run_id, register, experiment_id)
         log.info(f"registered as {uri}: python -m hms.predict --model-uri {uri} --out submission.csv")

@@ -39,6 +39,9 @@ def cv_scores(oof: pd.DataFrame) -> dict[str, float]:
         scores["cv_kl_hq"] = kl_divergence(y[hq], p[hq])
     for fold, part in oof.groupby("fold"):
         scores[f"fold{fold}_kl"] = kl_divergence(part[list(TARGET_COLUMNS)].to_numpy(), part[list(PRED_COLUMNS)].to_numpy())
+    folds = [v for k, v in scores.items() if k.startswith("fold")]
+    if len(folds) >= 2:
+        scores["cv_kl_std"] = float(np.std(folds, ddof=1))  # the spread of the fold KLs (sample standard deviation)
     return scores
 
 

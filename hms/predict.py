@@ -39,8 +39,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hms.predict" + (" export" if exporting else ""),
                                      description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run", help="a CV run id: its fold models")
-    source.add_argument("--ensemble", help="an ensemble run id (python -m hms.ensemble)")
+    source.add_argument("--run", help="a CV run id: its fold models (latest: the newest finished CV run)")
+    source.add_argument("--ensemble", help="an ensemble run id (python -m hms.ensemble; latest: the newest)")
     if exporting:
         parser.add_argument("--to", required=True, help="folder to write the models into")
     else:
@@ -62,6 +62,9 @@ def main(argv=None) -> int:
         cfg = compose(overrides)
         validate(cfg)
         select(cfg.trainer)  # the Keras backend the fold models predict on, before Keras is imported
+        for kind in ("run", "ensemble"):
+            if getattr(args, kind, None) == "latest":
+                setattr(args, kind, latest_run(client_for(cfg.tracking), cfg.tracking.experiment, "cv" if kind == "run" else kind))
         if exporting:
             folder = export(client_for(cfg.tracking), args.to, args.run, args.ensemble)
             print(f"wrote {folder}: predict offline with python -m hms.predict --models {folder} ...")
@@ -88,6 +91,19 @@ def main(argv=None) -> int:
         print(f"predict error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def latest_run(client, experiment: str, run_type: str) -> str:
+    """The newest FINISHED run of `run_type` (cv or ensemble) in the experiment; a seed run of a bag is not one."""
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id], f"tags.`hms.run_type` = '{run_type}' and attributes.status = 'FINISHED'",
+                              order_by=["attributes.start_time DESC"], max_results=100) if found else []
+    runs = [r for r in runs if "hms.bag" not in r.data.tags]  # a bag's seed runs start after the bag: the bag is the one
+    if not runs:
+        raise PredictError(f"no finished {run_type} run in experiment {experiment!r} of {client.tracking_uri}: "
+                           f"give its id instead of latest")
+    print(f"latest {run_type} run: {runs[0].info.run_id} ({runs[0].info.run_name})")
+    return runs[0].info.run_id
 
 
 def score_test(cfg, submission, path=None) -> dict | None:

@@ -375,6 +375,11 @@ def log_figures(client, run_id: str, figures: dict, folder: str = "plots") -> No
             client.log_artifact(run_id, str(Path(tmp) / name), folder)
 
 
+def view_line(tracking, experiment: str, run_id: str) -> str:
+    """The last line of a command that recorded a run: how to open the store, and the run's page on its runs table."""
+    return f"view it: run `{ui_command(tracking)}` and open {ui_address(tracking, experiment, run_id)}"
+
+
 def ui_command(tracking) -> str:
     """The `mlflow ui` command that opens the store a run used (a server URI is opened as it is)."""
     uri = tracking_uri(tracking)

@@ -143,6 +143,27 @@ def test_logged_cv_kl_equals_the_official_kl_of_oof(cv_run, synthetic_root):
     assert (patients.groupby("patient_id").fold.nunique() == 1).all()  # no patient in two folds
 
 
+def test_the_cv_run_page_describes_its_score_verdict_and_folds_and_logs_their_spread(cv_run):
+    """Issue 29: the run's description (what its MLflow page shows first) and cv_kl_std, from the fold runs' own KLs."""
+    store, _ = cv_run
+    client, _, all_runs = runs(store)
+    parent = next(r for r in all_runs if r.data.tags.get("hms.run_type") == "cv")
+    folds = {r.data.tags["hms.fold"]: r.data.metrics["kl"] for r in all_runs if "hms.fold" in r.data.tags}
+    kls = [folds[k] for k in sorted(folds)]
+    mean = sum(kls) / len(kls)
+    spread = (sum((v - mean) ** 2 for v in kls) / (len(kls) - 1)) ** 0.5  # the sample standard deviation, by hand
+    metrics = parent.data.metrics
+    assert metrics["cv_kl_std"] == pytest.approx(spread, abs=1e-9)
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith(f"**cv_kl {metrics['cv_kl']:.4f}** beside the class prior's prior_kl {metrics['prior_kl']:.4f} "
+                           f"and the feature model's baseline_kl {metrics['baseline_kl']:.4f}")
+    learned = metrics["cv_kl"] <= 0.9 * metrics["prior_kl"]
+    assert ("**Learned**" in note) == learned and ("**Did not learn**" in note) == (not learned)
+    assert f"cv_kl_std {spread:.4f}" in note
+    assert [line for line in note.splitlines() if line.startswith("| ") and line[2].isdigit()] == \
+        [f"| {k} | {folds[k]:.4f} |" for k in sorted(folds)]
+
+
 def test_logged_baselines_are_the_fold_prior_and_a_model_on_the_same_rows(cv_run):
     store, _ = cv_run
     client, _, all_runs = runs(store)
