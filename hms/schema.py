@@ -41,16 +41,16 @@ def _one_of(*choices):
 @dataclass
 class DistributedSchema:
     """`trainer.distributed`: one fold's data parallelism over the devices of several processes or hosts (JAX)."""
-    enabled: bool = False
+    enabled: bool = False  # one fold over the devices of several processes (jax.distributed); only process 0 records
     coordinator: Optional[str] = None  # host:port of process 0; null with the rest: read from SLURM or Open MPI
-    processes: Optional[int] = field(default=None, metadata=_at_least(1))
-    process_id: Optional[int] = field(default=None, metadata=_at_least(0))
+    processes: Optional[int] = field(default=None, metadata=_at_least(1))  # how many processes in all (null: from SLURM or Open MPI)
+    process_id: Optional[int] = field(default=None, metadata=_at_least(0))  # this process's rank (null: from SLURM or Open MPI)
 
 
 @dataclass
 class TrainerSchema:
-    epochs: int = field(default=4, metadata=_at_least(1))
-    batch_size: int = field(default=32, metadata=_at_least(1))
+    epochs: int = field(default=4, metadata=_at_least(1))  # passes over the training folds' samples per fold
+    batch_size: int = field(default=32, metadata=_at_least(1))  # samples per step over all replicas (the LR scales with replicas, see lr_scaling)
     precision: str = field(default="auto", metadata=_one_of("auto", "float32", "mixed_float16", "mixed_bfloat16"))
     strategy: str = field(default="auto", metadata=_one_of("auto", "mirrored", "default"))
     lr_scaling: str = field(default="linear", metadata=_one_of("linear", "none"))
@@ -64,23 +64,23 @@ class TrainerSchema:
 
 @dataclass
 class BackboneSchema:
-    name: str = MISSING
-    source: str = field(default="auto", metadata=_one_of("auto", "efficientnet", "keras", "eeg1d"))
-    weights: Optional[str] = None
+    name: str = MISSING  # the network: efficientnet_b0-b7 or a 1D model (eeg1d_cnn, eeg1d_gru, eeg1d_wavenet)
+    source: str = field(default="auto", metadata=_one_of("auto", "efficientnet", "keras", "eeg1d"))  # where the network comes from: efficientnet package, keras.applications, hms's 1D models; auto picks
+    weights: Optional[str] = None  # null (from scratch), imagenet (downloaded), or a local .h5/.weights.h5 file for offline use
     dropout: float = field(default=0.2, metadata=_fraction("a dropout rate", high_open=True))
-    bn_momentum: Any = field(default="auto", metadata={"auto": True, "low": 0.0, "high": 1.0, "low_open": True,
+    bn_momentum: Any = field(default="auto", metadata={"auto": True, "low": 0.0, "high": 1.0, "low_open": True,  # batch-norm moving-average momentum; auto: from the run's steps per epoch
                                                         "high_open": True, "what": "a momentum"})
-    drop_connect: Any = field(default="auto", metadata={"auto": True, **_fraction("a rate", high_open=True)})
-    positions: Any = field(default="auto", metadata=_one_of("auto", True, False))
-    zero_residual: Any = field(default="auto", metadata=_one_of("auto", True, False))
+    drop_connect: Any = field(default="auto", metadata={"auto": True, **_fraction("a rate", high_open=True)})  # EfficientNet stochastic depth; auto: the family's own rate scaled to the run length
+    positions: Any = field(default="auto", metadata=_one_of("auto", True, False))  # add frequency/time position channels to the tiles; auto: on for tiles of 64 rows or more
+    zero_residual: Any = field(default="auto", metadata=_one_of("auto", True, False))  # start each residual branch at zero; auto: on when training from scratch
 
 
 @dataclass
 class AugmentationSchema:
-    name: str = MISSING
-    time_flip: float = field(default=0.0, metadata=_fraction())
-    hemisphere: float = field(default=0.0, metadata=_fraction())
-    coarse_dropout: float = field(default=0.0, metadata=_fraction())
+    name: str = MISSING  # the option's name
+    time_flip: float = field(default=0.0, metadata=_fraction())  # probability of reversing a tile in time
+    hemisphere: float = field(default=0.0, metadata=_fraction())  # probability of swapping left and right chains
+    coarse_dropout: float = field(default=0.0, metadata=_fraction())  # probability of blanking rectangles of a tile (albumentations CoarseDropout)
     time_shift: float = field(default=0.0, metadata=_fraction())  # input=eeg1d: shift by up to a tenth of the window
     channel_dropout: float = field(default=0.0, metadata=_fraction("a rate per pair"))  # input=eeg1d
     amplitude: float = field(default=0.0, metadata=_fraction())  # input=eeg1d: scale by 0.8-1.25
@@ -104,11 +104,11 @@ class SubmititSchema:
 
 @dataclass
 class CVSchema:
-    folds: int = field(default=5, metadata=_at_least(2))
+    folds: int = field(default=5, metadata=_at_least(2))  # patient-grouped folds (StratifiedGroupKFold on the consensus class)
     only: Optional[List[int]] = None
     stage2: bool = False
-    stage2_epochs: int = field(default=2, metadata=_at_least(1))
-    stage2_lr: float = field(default=1e-4, metadata=_at_least(0.0))
+    stage2_epochs: int = field(default=2, metadata=_at_least(1))  # epochs of the second stage
+    stage2_lr: float = field(default=1e-4, metadata=_at_least(0.0))  # learning rate of the second stage
     workers: int = field(default=1, metadata=_at_least(1))
     queue: Optional[str] = None
     heartbeat: float = field(default=20.0, metadata=_at_least(1.0))
@@ -122,11 +122,11 @@ class CVSchema:
 
 @dataclass
 class DataSchema:
-    name: str = MISSING
-    root: str = MISSING
+    name: str = MISSING  # the option's name: kaggle (a download) or synthetic (generated)
+    root: str = MISSING  # the folder in Kaggle's layout (train.csv, train_eegs/, ...)
     sampling: str = field(default="fixed", metadata=_one_of("fixed", "random"))
     eeg_spectrograms: Optional[str] = None
-    bad_files: str = field(default=_FEATURES.bad_files, metadata=_one_of("fail", "skip"))
+    bad_files: str = field(default=_FEATURES.bad_files, metadata=_one_of("fail", "skip"))  # a file that cannot be read: fail (name it and stop) or skip (name it, leave its rows out)
     cache_dir: str = MISSING  # conf/data: ${paths.cache}
     cache: str = field(default="auto", metadata=_one_of("auto", "tiles", "files"))
     workers: Optional[int] = field(default=None, metadata=_at_least(1, "processes"))
@@ -134,9 +134,9 @@ class DataSchema:
 
 @dataclass
 class SyntheticDataSchema(DataSchema):
-    eegs: int = field(default=600, metadata=_at_least(1))
-    patients: int = field(default=120, metadata=_at_least(1))
-    synth_seed: int = 0
+    eegs: int = field(default=600, metadata=_at_least(1))  # eeg_ids in the generated training set
+    patients: int = field(default=120, metadata=_at_least(1))  # patients they belong to
+    synth_seed: int = 0  # the generator's seed
 
 
 
@@ -153,7 +153,7 @@ class SignalSchema:
 @dataclass
 class InputSchema:
     mix: str = MISSING  # a registered representation (hms.representations); checked in hms.config
-    tile: List[int] = field(default_factory=lambda: list(_FEATURES.tile))
+    tile: List[int] = field(default_factory=lambda: list(_FEATURES.tile))  # [rows, columns] of each of the 8 tile channels
     signal: SignalSchema = field(default_factory=SignalSchema)  # raw-EEG signals (input=eeg1d, eeg_image)
     options: Dict[str, Any] = field(default_factory=dict)  # what one representation alone takes; it checks them
 
@@ -178,22 +178,22 @@ class StepScheduleSchema:
 @dataclass
 class CosineScheduleSchema:
     name: str = "cosine"
-    lr: float = field(default=1e-3, metadata=_at_least(0.0))
+    lr: float = field(default=1e-3, metadata=_at_least(0.0))  # peak learning rate, reached after the warmup
     warmup: float = field(default=0.05, metadata=_fraction("a fraction of the run", high_open=True))
-    min_lr: float = field(default=1e-6, metadata=_at_least(0.0))
+    min_lr: float = field(default=1e-6, metadata=_at_least(0.0))  # the learning rate at the end of the run
 
 
 @dataclass
 class TrackingSchema:
     uri: Optional[str] = None
     store: str = MISSING  # conf/tracking: ${paths.tracking}, used when uri and MLFLOW_TRACKING_URI are unset
-    experiment: str = "hms"
+    experiment: str = "hms"  # the MLflow experiment runs are recorded in
     system_metrics: Optional[float] = field(default=10.0, metadata={"low": 0.0, "low_open": True, "what": "seconds"})
 
 
 @dataclass
 class RootSchema:
-    seed: int = 42
+    seed: int = 42  # training seed (weights, batches, augmentation); also the folds' unless cv.fold_seed
     resume: Optional[str] = None
     join: Optional[str] = None
     paths: Any = MISSING

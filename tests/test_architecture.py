@@ -9,8 +9,9 @@ PACKAGE = ROOT / "hms"
 
 
 def commands() -> set[str]:
-    """The modules the README runs with `python -m`, read from the README itself."""
-    found = set(re.findall(r"python -m (hms(?:\.\w+)+)", (ROOT / "README.md").read_text()))
+    """The modules the README and the docs run with `python -m`, read from the pages themselves."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    found = set(re.findall(r"python -m (hms(?:\.\w+)+)", "\n".join(p.read_text() for p in pages)))
     assert {"hms.train", "hms.sweep", "hms.predict", "hms.synth", "hms.data"} <= found, found
     return found
 
