@@ -49,7 +49,10 @@ def test_cv_scores_are_the_official_kl_overall_on_hq_rows_and_per_fold(samples):
     for fold in range(3):
         rows = samples.fold.to_numpy() == fold
         assert scores[f"fold{fold}_kl"] == pytest.approx(_kl(y[rows], p[rows]), abs=1e-12)
-    assert set(scores) == {"cv_kl", "cv_kl_hq", "fold0_kl", "fold1_kl", "fold2_kl"}
+    folds = [_kl(y[samples.fold.to_numpy() == k], p[samples.fold.to_numpy() == k]) for k in range(3)]
+    mean = sum(folds) / 3
+    assert scores["cv_kl_std"] == pytest.approx((sum((f - mean) ** 2 for f in folds) / 2) ** 0.5, abs=1e-12)  # spread
+    assert set(scores) == {"cv_kl", "cv_kl_hq", "fold0_kl", "fold1_kl", "fold2_kl", "cv_kl_std"}
     assert "cv_kl_hq" not in cv_scores(frame[~hq])
 
 

@@ -41,6 +41,14 @@ def tiny_run(folder: Path) -> tuple[Path, str]:
     return folder / "mlflow.db", run.info.run_id
 
 
+def _try(action) -> None:
+    """A click the UI may not offer (its layout changes between MLflow versions): skipped if it is not there."""
+    try:
+        action(timeout=3000)
+    except Exception:  # noqa: BLE001 - a screenshot without the click is still one
+        pass
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", type=Path, default=None, help="an mlflow.db (default: a tiny run made here)")
@@ -83,12 +91,13 @@ def main(argv=None) -> int:
                 page = browser.new_page(viewport={"width": 1440, "height": 1000})
                 for name, url in pages.items():
                     page.goto(url)
-                    page.wait_for_load_state("networkidle")
-                    time.sleep(3)  # the tables and charts draw after their data arrives
+                    page.wait_for_load_state("load")
+                    time.sleep(6)  # the tables and charts draw after their data arrives (the UI polls: never idle)
+                    for close in page.locator("button[aria-label='Close']").all()[:1]:  # the assistant's side panel
+                        _try(close.click)
                     if name == "mlflow_runs.png":  # unfold the CV run to show its folds
-                        for expander in page.locator("[data-testid='runs-table-expand-button'], button[aria-label*='xpand']").all()[:1]:
-                            expander.click()
-                            time.sleep(2)
+                        _try(page.get_by_text("Expand rows", exact=True).click)
+                        time.sleep(2)
                     page.screenshot(path=str(args.out / name), full_page=False)
                     print(f"wrote {args.out / name} ({url})")
                 browser.close()
