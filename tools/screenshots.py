@@ -1,7 +1,7 @@
 """Screenshots of a real `mlflow ui` for the tutorial: the runs table with a CV run and its folds, the CV run's page
 (description, metrics) and a comparison of its folds, taken in headless Chromium. Runs outside CI.
 
-    pip install playwright            # the Python driver; the browser is Debian's chromium (apt-get install chromium)
+    pip install -e ".[screenshots]"   # Playwright; the browser is Debian's chromium (apt-get install chromium)
     python tools/screenshots.py       # a tiny 3-fold run in a temporary folder, then docs/mlflow_*.png
     python tools/screenshots.py --store path/to/mlflow.db --run RUN_ID
 
