@@ -443,10 +443,8 @@ def launch(space_path, trials: int, storage: str | None = None, study_name: str 
         client.set_terminated(sweep_run, "FINISHED")  # the last worker out closes the sweep run
     log.info(f"study {name}: {finished_trials(study)} finished trial(s); best {_best_line(study)}")
     from . import tracking
-    from .config import compose
 
-    log.info(tracking.view_line(compose([*space.base, *trailing]).tracking, client.get_run(sweep_run).info.experiment_id,
-                                sweep_run))
+    log.info(tracking.view_line({"uri": client.tracking_uri}, client.get_run(sweep_run).info.experiment_id, sweep_run))
 
 
 def _no_interrupt_tracebacks(record) -> bool:

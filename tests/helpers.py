@@ -93,6 +93,7 @@ def chaos(command, trigger: str, cwd, seed: int, kills: int = 3, delay: float = 
 LOAD_RUN = ["input=eeg1d", "backbone=eeg1d_cnn", "augmentation=signal", "input.signal.rate=20", "input.signal.high=8", "cv.folds=2",
             "trainer.epochs=1", "trainer.batch_size=16", "trainer.verbose=0", "tracking.system_metrics=null",
             "schedule.steps=[[0,1.0e-3],[0.5,5.0e-4]]", "data=kaggle", "data.workers=1"]
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}  # a process among many
 STORE_ERRORS = ("database is locked", "deadlock detected", "OperationalError", "IntegrityError", "Traceback")
 
 
@@ -109,10 +110,9 @@ def concurrent_runs(n: int, uri: str, root, cache, folder, *extra, seconds: floa
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    threads = {"OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
     processes = [subprocess.Popen([sys.executable, "-m", "hms.train", *LOAD_RUN, f"data.root={root}", f"data.cache_dir={cache}",
                                    f"tracking.uri={uri}", f"paths.root={folder}", f"seed={k}", *extra], cwd=folder,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **threads})
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **ONE_THREAD})
                  for k in range(n)]
     outputs = [p.communicate(timeout=seconds)[0] for p in processes]
     return Load([p.returncode for p in processes], outputs)

@@ -11,7 +11,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from .helpers import STORE_ERRORS, Load, concurrent_runs, fresh_postgres_database, store_problems
+from .helpers import ONE_THREAD, STORE_ERRORS, Load, concurrent_runs, fresh_postgres_database, store_problems
 
 pytestmark = pytest.mark.slow  # eight training processes at once, twice
 
@@ -50,11 +50,10 @@ def test_eight_sweep_workers_on_postgresql_share_a_cache_and_run_exactly_the_ask
     space = tmp_path / "load.yaml"
     space.write_text(SPACE)
     cache = tmp_path / "cache"
-    threads = {"OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
     workers = [subprocess.Popen([sys.executable, "-m", "hms.sweep", "launch", str(space), "--trials", str(RUNS), "--storage", study,
                                  "--worker", str(k), "--", "data=kaggle", f"data.root={synthetic_root}", f"data.cache_dir={cache}",
                                  f"tracking.uri={tracking}", f"paths.root={tmp_path}"], cwd=tmp_path, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, env={**os.environ, **threads}) for k in range(RUNS)]
+                                stderr=subprocess.STDOUT, text=True, env={**os.environ, **ONE_THREAD}) for k in range(RUNS)]
     load = Load([w.wait(timeout=900) for w in workers], [w.stdout.read() for w in workers])
     assert load.codes == [0] * RUNS, "\n".join(out[-1500:] for out, code in zip(load.outputs, load.codes) if code)
     assert load.errors == 0, [line for out in load.outputs for line in out.splitlines() if any(e in line for e in STORE_ERRORS)][:5]

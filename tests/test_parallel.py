@@ -13,13 +13,11 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from .helpers import REPO, chaos, run_module
+from .helpers import LOAD_RUN, REPO, chaos, run_module
 
 pytestmark = pytest.mark.slow  # trains in several processes
 
-RUN = ["input=eeg1d", "backbone=eeg1d_cnn", "augmentation=signal", "input.signal.rate=20", "input.signal.high=8", "cv.folds=2",
-       "trainer.epochs=1", "trainer.batch_size=16", "trainer.verbose=0", "tracking.system_metrics=null",
-       "schedule.steps=[[0,1.0e-3],[0.5,5.0e-4]]", "data=kaggle", "data.workers=1"]
+RUN = LOAD_RUN  # the tiny 1D CNN, 2 folds, 1 epoch
 
 
 def command(root, store, *extra):
