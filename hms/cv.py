@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from . import logs, tracking
+from . import disk, logs, tracking
 from .baselines import learned as has_learned
 from .config import ConfigError, fold_seed, planned_folds
 from .dataset import HQ_VOTES, PRED_COLUMNS, TARGET_COLUMNS, targets
@@ -351,17 +351,24 @@ def record_fold(client, parent: Parent, child_id: str, fold: int, part: pd.DataF
     """A finished fold's records: its OOF rows, KL and baselines on its child run, its weights on the parent, and
     the fold model as an MLflow logged model (its config and weights; the fold's KL and baselines as its metrics).
     They are written to the spool first (`paths.spool`/<run>/fold<k>) and leave it once the store has them: a fold
-    finished while the tracking store was away is recorded from there on `resume=`, not trained again."""
+    finished while the tracking store was away (or its disk full) is recorded from there on `resume=`, not trained again."""
     fold_scores = cv_scores(part)
     scores = {"kl": fold_scores["cv_kl"], **({"kl_hq": fold_scores["cv_kl_hq"]} if "cv_kl_hq" in fold_scores else {}),
               **baselines.scores([fold])}
     folder = spool_folder(parent, fold)
     writing = folder.with_name(folder.name + f".writing-{os.getpid()}")
-    (writing / "model").mkdir(parents=True, exist_ok=True)
-    part.to_parquet(writing / "oof_fold.parquet", index=False)
-    model.save_weights(writing / "model" / f"fold{fold}.weights.h5")
-    (writing / "model" / "config.yaml").write_text(OmegaConf.to_yaml(tracking.redacted(parent.cfg), resolve=True))
-    (writing / "record.json").write_text(json.dumps({"child_id": child_id, "fold": fold, "scores": scores}))
+    # What the fold's files take: the weights file holds the model's and the optimizer's variables; the OOF rows.
+    state = [*model.weights, *(model.optimizer.variables if getattr(model, "optimizer", None) else [])]
+    weights = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in state)
+    needed, what = weights + int(part.memory_usage(deep=True).sum()), f"fold {fold}'s records"
+    hint = "Free some space or point paths.spool elsewhere; nothing partial is kept, and resume= trains this fold again"
+    disk.check_room(folder, needed, what, largest=weights, hint=hint)
+    with disk.room(folder, needed, what, partial=[writing], hint=hint):
+        (writing / "model").mkdir(parents=True, exist_ok=True)
+        part.to_parquet(writing / "oof_fold.parquet", index=False)
+        model.save_weights(writing / "model" / f"fold{fold}.weights.h5")
+        (writing / "model" / "config.yaml").write_text(OmegaConf.to_yaml(tracking.redacted(parent.cfg), resolve=True))
+        (writing / "record.json").write_text(json.dumps({"child_id": child_id, "fold": fold, "scores": scores}))
     if folder.exists():
         shutil.rmtree(folder)
     writing.rename(folder)  # complete, or not there
@@ -377,8 +384,8 @@ def record_spooled(client, parent: Parent, folder: Path) -> dict:
     """Record a spooled fold (see `record_fold`) into the store; the spool folder goes once it is recorded."""
     record = json.loads((folder / "record.json").read_text())
     child_id, fold, scores = record["child_id"], int(record["fold"]), record["scores"]
-    client.log_artifact(child_id, str(folder / "oof_fold.parquet"))
-    client.log_artifact(parent.run_id, str(folder / "model" / f"fold{fold}.weights.h5"), "models")
+    tracking.log_artifact(client, child_id, folder / "oof_fold.parquet")
+    tracking.log_artifact(client, parent.run_id, folder / "model" / f"fold{fold}.weights.h5", "models")
     model_id = log_fold_model(client, parent, child_id, fold, folder / "model")
     for key, value in scores.items():
         client.log_metric(child_id, key, value, model_id=model_id)
@@ -401,7 +408,7 @@ def replay_spool(client, parent: Parent) -> list[int]:
         if not (folder / "record.json").is_file() or "." in folder.name:
             continue  # a spool folder still being written when the process ended: the fold is trained again
         record = json.loads((folder / "record.json").read_text())
-        log.info(f"fold {record['fold']}: finished while the tracking store was away; recording it from {folder}")
+        log.info(f"fold {record['fold']}: finished but not recorded (the tracking store was away or full); recording it from {folder}")
         client.update_run(record["child_id"], status="RUNNING")
         record_spooled(client, parent, folder)
         done.append(int(record["fold"]))

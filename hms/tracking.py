@@ -249,9 +249,21 @@ def log_params(client, run_id: str, params: dict[str, str]) -> None:
 def log_model_folder(client, experiment_id: str, folder, **spec) -> str:
     """A folder as one MLflow logged model (`models:/<id>`): created with `spec` (name, source_run_id, model_type,
     params, tags), its files uploaded, then READY (FAILED if the upload fails). Returns the model id."""
+    from . import disk
+
     logged = client.create_logged_model(experiment_id, **spec)
     try:
-        client.log_model_artifacts(logged.model_id, str(folder))
+        try:
+            client.log_model_artifacts(logged.model_id, str(folder))
+        except OSError as error:
+            if not disk.is_full(error):
+                raise
+            stored = local_artifacts(logged.artifact_location)
+            needed = sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
+            # MLflow copies a folder file by file into place: what it copied before the disk filled goes.
+            with disk.room(stored or logged.artifact_location, needed, f"logged model {logged.model_id}",
+                           partial=[stored] if stored else [], hint=STORE_FULL):
+                raise
     except BaseException:
         client.finalize_logged_model(logged.model_id, "FAILED")
         raise
@@ -259,12 +271,44 @@ def log_model_folder(client, experiment_id: str, folder, **spec) -> str:
     return logged.model_id
 
 
+STORE_FULL = "Free some space there (or move the store's artifacts); nothing partial is kept"
+
+
+def local_artifacts(uri: str) -> Path | None:
+    """The folder behind a local artifact URI (a path or file://), None for a remote one."""
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(str(uri))
+    if parsed.scheme in ("", "file"):
+        return Path(unquote(parsed.path))
+    return None
+
+
+def log_artifact(client, run_id: str, local, artifact_path: str | None = None) -> None:
+    """`client.log_artifact`, where a full artifact store is a `DiskFull` naming the file it was storing and its size.
+    (MLflow stages a file and renames it into place, so nothing half written is left to remove.)"""
+    from . import disk
+
+    local = Path(local)
+    try:
+        client.log_artifact(run_id, str(local), artifact_path)
+    except OSError as error:
+        if not disk.is_full(error):
+            raise
+        root = client.get_run(run_id).info.artifact_uri
+        stored = local_artifacts(root)
+        target = stored.joinpath(*(artifact_path or "").split("/"), local.name) if stored else \
+            f"{root.rstrip('/')}/{artifact_path + '/' if artifact_path else ''}{local.name}"
+        with disk.room(target, local.stat().st_size, f"run {run_id}'s artifact", hint=STORE_FULL):
+            raise
+
+
 def log_frame(client, run_id: str, frame, name: str) -> None:
     """Log a DataFrame as a parquet artifact `name`."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / name
         frame.to_parquet(path, index=False)
-        client.log_artifact(run_id, str(path))
+        log_artifact(client, run_id, path)
 
 
 def read_frame(client, run_id: str, name: str):
@@ -372,7 +416,7 @@ def log_figures(client, run_id: str, figures: dict, folder: str = "plots") -> No
     with tempfile.TemporaryDirectory() as tmp:
         for name, figure in figures.items():
             save(figure, Path(tmp) / name)
-            client.log_artifact(run_id, str(Path(tmp) / name), folder)
+            log_artifact(client, run_id, Path(tmp) / name, folder)
 
 
 def view_line(tracking, experiment: str, run_id: str) -> str:

@@ -29,6 +29,7 @@ def _main(cfg: DictConfig) -> float:
 
     from .cv import run_cv
     from .dataset import DataError
+    from .disk import DiskFull
     from .foldqueue import QueueError
 
     from .tracking import Preempted, ending_on_signals
@@ -57,6 +58,16 @@ def _main(cfg: DictConfig) -> float:
     except QueueError as error:
         print(f"fold queue: {error}", file=sys.stderr)
         sys.exit(1)
+    except DiskFull as error:
+        run_id = getattr(error, "run_id", None)
+        print(f"disk full: {error}" + (f"\nRun {run_id} is marked FAILED; the folds it finished are kept (recorded, or in "
+                                       f"{cfg.paths.spool}). Continue it with resume={run_id}" if run_id else ""), file=sys.stderr)
+        import logging
+
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)  # not through the interpreter's exit: h5py, after a write that failed, crashes the process there
     except Exception as error:
         from . import tracking
 

@@ -34,7 +34,7 @@ def synthetic_root(tmp_path_factory) -> Path:
 # The files that take longest, first: the two xdist workers pull whole files in this order, so the long ones
 # run side by side from the start instead of one of them starting last (measured wall times on 2 cores).
 HEAVY_FIRST = ("test_docs.py", "test_backends.py", "test_inference.py", "test_signal_models.py", "test_search.py", "test_cv.py",
-               "test_load.py", "test_fuzz.py", "test_preemption.py", "test_server_outage.py", "test_packaging.py", "test_distributed.py", "test_parallel.py",
+               "test_load.py", "test_fuzz.py", "test_preemption.py", "test_disk_full.py", "test_server_outage.py", "test_packaging.py", "test_distributed.py", "test_parallel.py",
                "test_bagging.py", "test_store_race.py", "test_synth.py", "test_prepare.py")
 
 
