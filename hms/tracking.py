@@ -115,15 +115,43 @@ def _schema_under_server_lock(uri: str):
 
 def _make_schema(path: Path) -> None:
     """MLflow's schema in a new SQLite file, made as MLflow makes it for a fresh store (tables, then its migrations),
-    through an engine closed afterwards (nothing of this process keeps the file open once it is linked into place)."""
+    through an engine closed afterwards (nothing of this process keeps the file open once it is linked into place).
+    The migrations take seconds; the empty schema they leave is kept once per MLflow version and schema revision
+    (`schema_template`) and copied for the next fresh store."""
+    import shutil
+
     import sqlalchemy
     from mlflow.store.db.utils import _initialize_tables
 
+    template = schema_template()
+    if template is not None and _schema_version(template) == _schema_head():
+        shutil.copyfile(template, path)
+        return
     engine = sqlalchemy.create_engine(f"sqlite:///{path}")
     try:
         _initialize_tables(engine)
     finally:
         engine.dispose()
+    if template is not None and _schema_version(path) == _schema_head():
+        try:
+            template.parent.mkdir(parents=True, exist_ok=True)
+            staging = template.with_name(f".{template.name}.{os.getpid()}")
+            shutil.copyfile(path, staging)
+            os.replace(staging, template)  # whole, or not there
+        except OSError as error:  # a read-only home, a full disk: the next store migrates again
+            log.debug(f"could not keep the schema template {template}: {error}")
+
+
+def schema_template() -> Path | None:
+    """Where the empty SQLite schema of this MLflow version is kept: `HMS_SCHEMA_CACHE` (empty: none), else
+    `$XDG_CACHE_HOME/hms` or `~/.cache/hms`; the file name holds MLflow's version and schema revision."""
+    import mlflow
+
+    folder = os.environ.get("HMS_SCHEMA_CACHE")
+    if folder == "":
+        return None
+    folder = Path(folder) if folder else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hms"
+    return folder / f"mlflow-{mlflow.__version__}-schema-{_schema_head()}.db"
 
 
 @functools.lru_cache(maxsize=1)

@@ -54,3 +54,51 @@ def test_runs_logging_the_same_new_dataset_at_once_all_record_it(tmp_path):
 
     with sqlite3.connect(tmp_path / "mlflow.db") as db:
         assert db.execute("select count(*), count(distinct name) from datasets").fetchone() == (ROUNDS, ROUNDS)
+
+
+def _schema(database) -> list:
+    import sqlite3
+
+    with sqlite3.connect(database) as db:  # each statement's lines sorted: migrations list a table's constraints in any order
+        return [(*row[:3], sorted((row[3] or "").replace(",", "").splitlines()))
+                for row in db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name != 'marker' ORDER BY name")]
+
+
+def test_a_fresh_sqlite_store_is_copied_from_the_schema_template_of_this_mlflow_version(tmp_path, monkeypatch):
+    """MLflow's migrations take seconds on every fresh SQLite store; hms keeps the empty schema once per MLflow version
+    and schema revision and copies it. A copy must be the schema MLflow itself makes, and a template of another
+    revision is never used."""
+    import sqlite3
+
+    import mlflow
+    from mlflow import MlflowClient
+    from omegaconf import OmegaConf
+
+    from hms import tracking
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("HMS_SCHEMA_CACHE", str(cache))
+    open_store = lambda name: tracking.client_for(OmegaConf.create({"uri": f"sqlite:///{tmp_path}/{name}/mlflow.db"}))  # noqa: E731
+    open_store("first")
+    [template] = cache.iterdir()
+    assert template.name.startswith(f"mlflow-{mlflow.__version__}-schema-")
+    with sqlite3.connect(template) as db:  # a mark only a copy of this file can carry
+        db.execute("CREATE TABLE marker (x INTEGER)")
+    client = open_store("second")
+    with sqlite3.connect(tmp_path / "second" / "mlflow.db") as db:
+        assert db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'marker'").fetchone() == (1,)
+    (tmp_path / "mlflow").mkdir()
+    MlflowClient(f"sqlite:///{tmp_path}/mlflow/mlflow.db").search_experiments()  # the schema as MLflow makes it alone
+    assert _schema(tmp_path / "second" / "mlflow.db") == _schema(tmp_path / "mlflow" / "mlflow.db")
+    run = client.create_run(tracking.experiment_id(client, "hms")).info.run_id
+    client.log_metric(run, "kl", 0.5)
+    assert client.get_run(run).data.metrics == {"kl": 0.5}
+
+    with sqlite3.connect(template) as db:  # a template at another schema revision (an older MLflow's)
+        db.execute("UPDATE alembic_version SET version_num = 'another'")
+    open_store("third")
+    with sqlite3.connect(tmp_path / "third" / "mlflow.db") as db:
+        assert db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'marker'").fetchone() == (0,)
+    assert _schema(tmp_path / "third" / "mlflow.db") == _schema(tmp_path / "mlflow" / "mlflow.db")
+    with sqlite3.connect(template) as db:  # replaced by this revision's
+        assert db.execute("SELECT version_num FROM alembic_version").fetchone() != ("another",)
