@@ -59,6 +59,7 @@ class TrainerSchema:
     verbose: Any = field(default="auto", metadata=_one_of("auto", 0, 1, 2))
     bn_recalibrate: bool = True
     backend: Optional[str] = field(default=None, metadata=_one_of("tensorflow", "jax"))  # None: KERAS_BACKEND or tensorflow
+    compile_cache: Optional[str] = "auto"  # under JAX, a folder of XLA's compiled programs reused by later runs; auto: ~/.cache/hms/xla; null: off
     distributed: DistributedSchema = field(default_factory=DistributedSchema)
 
 

@@ -150,7 +150,11 @@ def schema_template() -> Path | None:
     folder = os.environ.get("HMS_SCHEMA_CACHE")
     if folder == "":
         return None
-    folder = Path(folder) if folder else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hms"
+    if not folder:
+        from .backends import user_cache
+
+        folder = user_cache()
+    folder = Path(folder)
     return folder / f"mlflow-{mlflow.__version__}-schema-{_schema_head()}.db"
 
 

@@ -72,32 +72,73 @@ def test_a_run_under_jax_records_what_the_tensorflow_run_records(runs):
     assert records["jax"]["models"] == 2
 
 
-def test_the_learning_rate_is_scaled_by_the_replicas_under_both_backends_and_not_with_none(runs, synthetic_root, tmp_path):
+@pytest.fixture(scope="module")
+def killed_jax_run(synthetic_root, tmp_path_factory):
+    """A JAX run with `trainer.lr_scaling=none`, killed (SIGKILL) the moment fold 1 starts: fold 0 is finished."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    store = tmp_path_factory.mktemp("killed-jax")
+    process = subprocess.Popen([sys.executable, "-m", "hms.train", *RUN, f"data.root={synthetic_root}", f"paths.root={store}",
+                                *ON["jax"], "trainer.lr_scaling=none"], cwd=store, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    output = []
+    for line in process.stdout:
+        output.append(line)
+        if line.startswith("fold 1: training"):
+            break
+    assert process.poll() is None, "".join(output)[-3000:]
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    return store
+
+
+def fold0_lrs(store) -> list[float]:
+    client, _, folds = cv_run(store)
+    [fold0] = [r for r in folds if r.data.tags["hms.fold"] == "0" and r.info.status == "FINISHED"]
+    return [m.value for m in client.get_metric_history(fold0.info.run_id, "lr")]
+
+
+def test_the_learning_rate_is_scaled_by_the_replicas_under_both_backends_and_not_with_none(runs, killed_jax_run, synthetic_root,
+                                                                                         tmp_path):
     for backend, (store, _) in runs.items():
-        client, _, folds = cv_run(store)
-        lrs = [m.value for m in client.get_metric_history(folds[0].info.run_id, "lr")]
-        assert lrs == pytest.approx([2 * BASE_LR]), backend  # linear: x2 replicas
-        plain = tmp_path / backend
-        plain.mkdir()
-        train(synthetic_root, plain, backend, "trainer.lr_scaling=none", "cv.only=[0]")
-        client, _, folds = cv_run(plain)
-        assert [m.value for m in client.get_metric_history(folds[0].info.run_id, "lr")] == pytest.approx([BASE_LR]), backend
+        assert fold0_lrs(store) == pytest.approx([2 * BASE_LR]), backend  # linear: x2 replicas
+    assert fold0_lrs(killed_jax_run) == pytest.approx([BASE_LR])  # none, under JAX (fold 0 finished before the kill)
+    train(synthetic_root, tmp_path, "tensorflow", "trainer.lr_scaling=none", "cv.only=[0]")
+    assert fold0_lrs(tmp_path) == pytest.approx([BASE_LR])  # none, under TensorFlow
+
+
+PREDICT_BOTH = """
+import sys
+from hms.predict import main
+backend, root, store, *folders = sys.argv[1:]
+for folder in folders:  # each trained backend's folder, predicted in this process's backend
+    code = main(["--models", folder, "--out", f"{folder}/submission-{backend}.csv", "data=kaggle", f"data.root={root}",
+                 f"paths.root={store}", f"trainer.backend={backend}"])
+    assert code in (0, None), (folder, code)
+"""
 
 
 def test_model_folders_predict_across_backends_both_ways(runs, synthetic_root):
+    """Each run's exported folder predicts under JAX and under TensorFlow, the same probabilities both ways (one
+    process per predicting backend: a process chooses its backend once)."""
+    import subprocess
+    import sys
+
+    from hms.inference import export
+
+    folders = {}
     for trained, (store, _) in runs.items():
-        _, run, _ = cv_run(store)
-        folder = store / "export"
-        done = run_module("hms.predict", "export", "--run", run.info.run_id, "--to", folder, "data=kaggle",
-                          f"data.root={synthetic_root}", f"paths.root={store}", cwd=store)
-        assert done.returncode == 0, done.stderr[-3000:]
-        submissions = {}
-        for backend in ("jax", "tensorflow"):
-            out = store / f"submission-{backend}.csv"
-            done = run_module("hms.predict", "--models", folder, "--out", out, "data=kaggle", f"data.root={synthetic_root}",
-                              f"paths.root={store}", f"trainer.backend={backend}", cwd=store)
-            assert done.returncode == 0, (trained, backend, done.stderr[-3000:])
-            submissions[backend] = pd.read_csv(out)
+        client, run, _ = cv_run(store)
+        folders[trained] = export(client, store / "export", run_id=run.info.run_id)
+    for backend in ("jax", "tensorflow"):
+        done = subprocess.run([sys.executable, "-c", PREDICT_BOTH, backend, str(synthetic_root), str(runs[backend][0]),
+                               *map(str, folders.values())], capture_output=True, text=True, timeout=600, cwd=runs[backend][0])
+        assert done.returncode == 0, (backend, done.stderr[-3000:])
+    for trained, folder in folders.items():
+        submissions = {backend: pd.read_csv(folder / f"submission-{backend}.csv") for backend in ("jax", "tensorflow")}
         assert len(submissions["jax"]) == 8 and (submissions["jax"].eeg_id == submissions["tensorflow"].eeg_id).all()
         probabilities = {b: s.drop(columns="eeg_id").to_numpy() for b, s in submissions.items()}
         np.testing.assert_allclose(probabilities["jax"], probabilities["tensorflow"], atol=1e-4, err_msg=f"trained on {trained}")
@@ -219,34 +260,21 @@ def test_a_float16_step_is_skipped_when_any_replicas_gradients_overflow(tmp_path
     assert seen == {"finite": True, "unchanged": True, "scale": 2.0 ** 14}, seen  # Keras starts the scale at 2**15
 
 
-def test_a_jax_run_killed_mid_fold_resumes_on_jax_from_its_own_config(synthetic_root, tmp_path):
-    """Resume under JAX: the run is killed (SIGKILL) the moment fold 1 starts; `resume=` alone, with no backend
+def test_a_jax_run_killed_mid_fold_resumes_on_jax_from_its_own_config(killed_jax_run):
+    """Resume under JAX: the run was killed (SIGKILL) the moment fold 1 started; `resume=` alone, with no backend
     given, continues it on the backend the run recorded, keeping fold 0."""
     import os
-    import signal
-    import subprocess
-    import sys
 
-    process = subprocess.Popen([sys.executable, "-m", "hms.train", *RUN, f"data.root={synthetic_root}", f"paths.root={tmp_path}",
-                                *ON["jax"]], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    output = []
-    for line in process.stdout:
-        output.append(line)
-        if line.startswith("fold 1: training"):
-            break
-    assert process.poll() is None, "".join(output)[-3000:]
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    client, run, folds = cv_run(tmp_path)
+    store = killed_jax_run
+    client, run, folds = cv_run(store)
     kept = [r.info.run_id for r in folds if r.data.tags["hms.fold"] == "0" and r.info.status == "FINISHED"]
     assert len(kept) == 1 and run.data.params["trainer.backend"] == "jax"
 
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
-    done = run_module("hms.train", f"resume={run.info.run_id}", f"paths.root={tmp_path}", cwd=tmp_path, env=env)
+    done = run_module("hms.train", f"resume={run.info.run_id}", f"paths.root={store}", cwd=store, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "fold 0: finished earlier, kept" in done.stdout and "JAX DataParallel x2" in done.stdout
-    client, run, folds = cv_run(tmp_path)
+    client, run, folds = cv_run(store)
     assert run.info.status == "FINISHED" and np.isfinite(run.data.metrics["cv_kl"])
     assert sorted((r.data.tags["hms.fold"], r.info.status) for r in folds) == [("0", "FINISHED"), ("1", "FAILED"), ("1", "FINISHED")]
     assert [r.info.run_id for r in folds if r.data.tags["hms.fold"] == "0"] == kept  # not retrained
@@ -260,7 +288,7 @@ def test_a_sweep_runs_its_trials_on_jax(synthetic_root, tmp_path):
     space.write_text(f"study: jaxsweep\ndirection: minimize\nsampler: {{name: random, seed: 0}}\nbase: [{base}]\n"
                      "params:\n  backbone.dropout: {type: float, low: 0.0, high: 0.5}\n")
     storage = f"sqlite:///{tmp_path}/study.db"
-    done = run_module("hms.sweep", "launch", space, "--trials", "2", "--storage", storage, "--", "data=kaggle",
+    done = run_module("hms.sweep", "launch", space, "--trials", "2", "--storage", storage, "--", "data=kaggle", "cv.only=[0]",
                       f"data.root={synthetic_root}", f"paths.root={tmp_path}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     study = optuna.load_study(study_name="jaxsweep", storage=storage)
@@ -270,3 +298,41 @@ def test_a_sweep_runs_its_trials_on_jax(synthetic_root, tmp_path):
     trials = client.search_runs([experiment], "tags.`hms.run_type` = 'cv'")
     assert len(trials) == 2 and {r.data.params["trainer.backend"] for r in trials} == {"jax"}
     assert sorted(r.data.metrics["cv_kl"] for r in trials) == pytest.approx(sorted(t.value for t in study.trials))
+
+
+COMPILE = """
+import json, sys
+from hms import backends
+from hms.config import compose
+backends.select(compose(["trainer.backend=jax", f"trainer.compile_cache={sys.argv[1]}"]).trainer)
+import jax, jax.numpy as jnp
+hits = []
+jax.monitoring.register_event_listener(lambda event, **kw: hits.append(event) if "cache_hits" in event else None)
+print(json.dumps({"value": float(jax.jit(lambda x: jnp.tanh(x @ x.T).sum())(jnp.ones((64, 64)))), "hits": len(hits)}))
+"""
+
+
+def test_jax_keeps_compiled_programs_for_the_next_process_and_null_turns_it_off(tmp_path):
+    """`trainer.compile_cache`: under JAX, XLA's compiled programs go to the folder and a later process of the same
+    program loads them (JAX's own cache-hit event) with the same result; null keeps nothing."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+
+    def run(setting):
+        done = subprocess.run([sys.executable, "-c", COMPILE, setting], capture_output=True, text=True, timeout=300, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    import json
+
+    cache = tmp_path / "xla"
+    first, second = run(str(cache)), run(str(cache))
+    assert first["hits"] == 0 and second["hits"] >= 1 and second["value"] == first["value"]
+    assert any(cache.iterdir())
+    off = tmp_path / "off"
+    env["XDG_CACHE_HOME"] = str(off)  # where auto would put it
+    assert run("null")["hits"] == 0 and not off.exists()
+    assert run("auto")["hits"] == 0 and any((off / "hms" / "xla").iterdir())
