@@ -105,6 +105,13 @@ class FreshModel:
         keras.utils.set_random_seed(cfg.seed)  # once: it also clears TensorFlow's kernel cache (see `seed_fold`)
         with devices.strategy.scope():
             self.model = model_for(cfg, weights=cfg.backbone.weights, steps_per_epoch=steps_per_epoch)
+            if cfg.backbone.get("init", "backend") == "portable" and not cfg.backbone.weights:  # (runs logged before the key: backend)
+                from .models.initial import portable_weights
+
+                drawn = portable_weights(self.model, cfg.seed)
+                if drawn["unknown"]:
+                    log.warning(f"backbone.init=portable: {len(drawn['unknown'])} weight(s) keep the backend's own initial "
+                                f"draw (an initializer hms does not know), e.g. {drawn['unknown'][0]}")
             _compile(self.model, lr_at(cfg.schedule, 0, cfg.trainer.epochs * steps_per_epoch))
             self.model.optimizer.build(self.model.trainable_variables)
         # `variables`: the weights and the layers' random seed states (dropout, stochastic depth).

@@ -59,9 +59,9 @@ def export(client, to, run_id: str | None = None, ensemble_id: str | None = None
         _export_members(client, to, bundle)
         return _write_bundle(to, bundle)
     except OSError as error:
-        from .features.cache import FULL
+        from .disk import is_full
 
-        if error.errno not in FULL:
+        if not is_full(error):
             raise
         (to / BUNDLE_FILE).unlink(missing_ok=True)
         raise PredictError(f"{to}: no room for the model folder ({os.strerror(error.errno)} writing {error.filename}); "

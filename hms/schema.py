@@ -74,6 +74,7 @@ class BackboneSchema:
     drop_connect: Any = field(default="auto", metadata={"auto": True, **_fraction("a rate", high_open=True)})  # EfficientNet stochastic depth; auto: the family's own rate scaled to the run length
     positions: Any = field(default="auto", metadata=_one_of("auto", True, False))  # add frequency/time position channels to the tiles; auto: on for tiles of 64 rows or more
     zero_residual: Any = field(default="auto", metadata=_one_of("auto", True, False))  # start each residual branch at zero; auto: on when training from scratch
+    init: str = field(default="portable", metadata=_one_of("portable", "backend"))  # initial weights: portable (drawn with NumPy: one seed, the same weights on every Keras backend) or backend (Keras' own draw)
 
 
 @dataclass

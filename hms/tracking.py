@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import re
 import tempfile
@@ -15,6 +16,15 @@ from . import logs
 
 log = logs.get(__name__)
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# The runs table as hms's runs are best read: MLflow's UI opens a "shared view" stored as an experiment tag
+# (`mlflow.sharedViewState.<key>`, JSON of its table state) for `?viewStateShareKey=<key>`. Column keys are MLflow's
+# canonical ones: type.`name`.
+SHARED_VIEW_KEY = "hms"
+SHARED_VIEW_TAG = f"mlflow.sharedViewState.{SHARED_VIEW_KEY}"
+SHARED_VIEW = json.dumps({"selectedColumns": [
+    "attributes.`Created`", "attributes.`Duration`", "metrics.`cv_kl`", "metrics.`prior_kl`", "metrics.`baseline_kl`",
+    "metrics.`cv_kl_std`", "tags.`hms.learned`", "params.`backbone.name`", "params.`input.mix`", "params.`trainer.epochs`",
+    "metrics.`kl`", "attributes.`Dataset`"]})
 
 
 def tracking_uri(tracking) -> str:
@@ -235,6 +245,8 @@ def experiment_id(client, name: str) -> str:
                 raise
     if experiment.tags.get("mlflow.experimentKind") != EXPERIMENT_KIND["mlflow.experimentKind"]:
         client.set_experiment_tag(experiment.experiment_id, "mlflow.experimentKind", EXPERIMENT_KIND["mlflow.experimentKind"])
+    if experiment.tags.get(SHARED_VIEW_TAG) != SHARED_VIEW:
+        client.set_experiment_tag(experiment.experiment_id, SHARED_VIEW_TAG, SHARED_VIEW)
     return experiment.experiment_id
 
 
@@ -451,9 +463,18 @@ def log_figures(client, run_id: str, figures: dict, folder: str = "plots") -> No
             log_artifact(client, run_id, Path(tmp) / name, folder)
 
 
+def table_address(tracking, experiment: str) -> str:
+    """The experiment's runs table with hms's columns (the CV KL beside its baselines, backbone, input): the shared
+    view `experiment_id` keeps on the experiment."""
+    uri = tracking_uri(tracking)
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{experiment}?viewStateShareKey={SHARED_VIEW_KEY}&workflowType=machine_learning"
+
+
 def view_line(tracking, experiment: str, run_id: str) -> str:
-    """The last line of a command that recorded a run: how to open the store, and the run's page on its runs table."""
-    return f"view it: run `{ui_command(tracking)}` and open {ui_address(tracking, experiment, run_id)}"
+    """The last lines of a command that recorded a run: how to open the store, the run's page, and the runs table."""
+    return (f"view it: run `{ui_command(tracking)}` and open {ui_address(tracking, experiment, run_id)}\n"
+            f"all runs, scores as columns: {table_address(tracking, experiment)}")
 
 
 def ui_command(tracking) -> str:

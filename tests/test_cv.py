@@ -164,6 +164,28 @@ def test_the_cv_run_page_describes_its_score_verdict_and_folds_and_logs_their_sp
         [f"| {k} | {folds[k]:.4f} |" for k in sorted(folds)]
 
 
+def test_the_experiment_keeps_a_runs_table_view_whose_columns_the_runs_have(cv_run):
+    """Issue 29: the experiment tag MLflow's UI reads for `?viewStateShareKey=hms` (a shared view of the runs table:
+    JSON whose `selectedColumns` are keys `type.`name``, as MLflow's UI writes them). Every metric, param and tag
+    column it names is one the CV run or its fold runs carry, so a renamed metric cannot leave an empty column."""
+    import json
+    import re
+
+    store, _ = cv_run
+    client, experiment, all_runs = runs(store)
+    view = json.loads(client.get_experiment(experiment.experiment_id).tags["mlflow.sharedViewState.hms"])
+    columns = [re.fullmatch(r"(attributes|metrics|params|tags)\.`([^`]+)`", c).groups() for c in view["selectedColumns"]]
+    have = {"metrics": set(), "params": set(), "tags": set()}
+    for r in all_runs:
+        have["metrics"] |= set(r.data.metrics)
+        have["params"] |= set(r.data.params)
+        have["tags"] |= set(r.data.tags)
+    missing = [f"{kind}.{name}" for kind, name in columns if kind != "attributes" and name not in have[kind]]
+    assert not missing, missing
+    assert {("metrics", "cv_kl"), ("metrics", "prior_kl"), ("metrics", "baseline_kl"), ("params", "backbone.name"),
+            ("params", "input.mix")} <= set(columns)
+
+
 def test_logged_baselines_are_the_fold_prior_and_a_model_on_the_same_rows(cv_run):
     store, _ = cv_run
     client, _, all_runs = runs(store)

@@ -112,7 +112,7 @@ def test_submission_of_a_run_has_kaggle_format_and_beats_the_prior(learned_run, 
         row = submitted.loc[item.eeg_id, list(VOTE_COLUMNS)].to_numpy(float)
         gaps.append((np.abs(row - expected / expected.sum()).max(), np.abs(row - plain / plain.sum()).max()))
     to_mean, to_plain = np.max(gaps, axis=0)
-    assert to_mean < 1e-6 and to_mean * 10 < to_plain, (to_mean, to_plain)
+    assert to_mean < 2e-5 and to_mean * 1000 < to_plain, (to_mean, to_plain)  # BLAS rounding (5e-6 seen), not another view
 
 
 def test_exported_models_predict_offline_the_same_submission(learned_run, run_submission, tmp_path):

@@ -24,7 +24,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from ..constants import EEG_RATE, EEG_WINDOW_ROWS
-from .. import logs
+from .. import disk, logs
 from ..dataset.layout import DataError, eeg_path, read_eeg, read_spectrogram, spectrogram_path
 from .eeg import CHAIN_CHANNELS, eeg_spectrograms
 from .kaggle import kaggle_tiles
@@ -182,11 +182,8 @@ def _work(job) -> list[tuple[str, str | None]]:
     return report
 
 
-class DiskFull(DataError):
+class DiskFull(DataError, disk.DiskFull):
     """No room for a cache on its filesystem (full, over quota, or over the process's file-size limit)."""
-
-
-FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 
 def _reserve(path: Path, size: int) -> None:
@@ -227,7 +224,7 @@ def _create_folder(folder: Path, lay_out, meta: dict, needed: int | None = None)
             lay_out(partial)
             (partial / "meta.json").write_text(json.dumps(meta, indent=2))
         except OSError as error:
-            if error.errno not in FULL:
+            if not disk.is_full(error):
                 raise
             needed = needed or sum(p.stat().st_size for p in partial.iterdir() if p.is_file())
             raise DiskFull(f"{folder}: no room for this cache on its filesystem ({os.strerror(error.errno)}): it needs "

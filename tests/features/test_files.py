@@ -46,8 +46,11 @@ def test_per_file_tiles_are_the_tile_caches_own_and_match_librosa(synthetic_root
         made = files[kind].features[np.sort(rows)]
         np.testing.assert_array_equal(files[kind].features[int(np.sort(rows)[3])], made[3])  # one item as in a batch
         finished = np.asarray(tiles[kind].features[np.sort(rows)], np.float32)
-        if kind == "eeg":  # stored losslessly: the tile cache's own tiles, bit for bit
-            np.testing.assert_array_equal(made, finished)
+        if kind == "eeg":  # stored losslessly: the tile cache's own float16 tiles, but for the last bit of a few
+            # (the spectrogram's BLAS products may round a value on either side of a float16 step, depending on the
+            # arrays' memory layout: 9 of 49152 values with numpy 2.4's OpenBLAS)
+            steps = np.abs(made - finished) / np.spacing(np.abs(finished).astype(np.float16)).astype(np.float32)
+            assert steps.max() <= 1 and (made == finished).mean() > 0.999, (steps.max(), (made != finished).sum())
         else:  # power stored as float16 (relative error 2**-11 before the log): a few float16 steps of a tile value
             assert 0 < np.abs(made - finished).max() <= 4e-3
     # Full-size tiles from the same per-file cache, against the notebook's librosa formula on the file's own window.
