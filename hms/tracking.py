@@ -238,7 +238,8 @@ def experiment_id(client, name: str) -> str:
         from mlflow.exceptions import MlflowException
 
         try:
-            return client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri), tags=EXPERIMENT_KIND)
+            return client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri),
+                                            tags={**EXPERIMENT_KIND, SHARED_VIEW_TAG: SHARED_VIEW})
         except MlflowException:  # another process created it between our look and our insert
             experiment = client.get_experiment_by_name(name)
             if experiment is None:
