@@ -48,10 +48,11 @@ def select(trainer) -> str:
         extra = ' (pip install -e ".[jax]")' if name == "jax" else ""
         raise ConfigError(f"trainer.backend={name}: {name} is not installed{extra}")
     os.environ["KERAS_BACKEND"] = name
-    if name == "jax" and "jax" not in sys.modules:
-        _compile_cache(trainer.get("compile_cache", "auto"))
+    if name != "jax" or "jax" in sys.modules:  # what follows JAX reads at its import
+        return name
+    _compile_cache(trainer.get("compile_cache", "auto"))
     count = trainer.get("cpu_devices") or 1
-    if name == "jax" and count > 1 and "jax" not in sys.modules:
+    if count > 1:
         flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
         os.environ["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={count}"])
     return name

@@ -48,29 +48,37 @@ def message(path, needed: int, error: OSError | None = None, what: str = "") -> 
     return text
 
 
+def error(path, needed: int, cause: OSError | None = None, what: str = "", hint: str = "") -> DiskFull:
+    """The `DiskFull` for `needed` bytes that did not fit under `path` (`cause`: the write's own error)."""
+    return DiskFull(message(path, needed, cause, what) + (f". {hint}" if hint else ""))
+
+
 def check_room(path, needed: int, what: str = "", largest: int | None = None, hint: str = "") -> None:
     """Raise `DiskFull` before writing `needed` bytes under `path` (its largest file `largest` bytes) where they cannot
     fit: the free space there, or this process's file-size limit. Some writers cannot fail cleanly: h5py, once a write
     has failed, crashes the process as it exits."""
     limit = file_size_limit()
     if needed > free_bytes(path) or (limit is not None and (largest or needed) > limit):
-        raise DiskFull(message(path, needed, None, what) + (f". {hint}" if hint else ""))
+        raise error(path, needed, None, what, hint)
+
+
+def remove(partial) -> None:
+    """Remove what a write that did not fit left half done (files or folders)."""
+    for leftover in map(Path, partial):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
-def room(path, needed, what: str = "", partial=(), hint: str = ""):
-    """Inside the block, a write that does not fit raises `DiskFull` naming `path` and `needed` bytes (an int, or a
-    function called after the failure), once each of `partial` (files or folders half written) is removed."""
+def room(path, needed: int, what: str = "", partial=(), hint: str = ""):
+    """Inside the block, a write that does not fit raises `DiskFull` naming `path` and `needed` bytes, once each of
+    `partial` (files or folders half written) is removed."""
     try:
         yield
-    except OSError as error:
-        if error.errno not in FULL:
+    except OSError as cause:
+        if not is_full(cause):
             raise
-        for leftover in partial:
-            leftover = Path(leftover)
-            if leftover.is_dir():
-                shutil.rmtree(leftover, ignore_errors=True)
-            else:
-                leftover.unlink(missing_ok=True)
-        size = needed() if callable(needed) else needed
-        raise DiskFull(message(path, size, error, what) + (f". {hint}" if hint else "")) from None
+        remove(partial)
+        raise error(path, needed, cause, what, hint) from None

@@ -304,11 +304,10 @@ def log_model_folder(client, experiment_id: str, folder, **spec) -> str:
             if not disk.is_full(error):
                 raise
             stored = local_artifacts(logged.artifact_location)
+            disk.remove([stored] if stored else [])  # MLflow copies a folder file by file: what it copied goes
             needed = sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
-            # MLflow copies a folder file by file into place: what it copied before the disk filled goes.
-            with disk.room(stored or logged.artifact_location, needed, f"logged model {logged.model_id}",
-                           partial=[stored] if stored else [], hint=STORE_FULL):
-                raise
+            raise disk.error(stored or logged.artifact_location, needed, error, f"logged model {logged.model_id}",
+                             STORE_FULL) from None
     except BaseException:
         client.finalize_logged_model(logged.model_id, "FAILED")
         raise
@@ -344,8 +343,7 @@ def log_artifact(client, run_id: str, local, artifact_path: str | None = None) -
         stored = local_artifacts(root)
         target = stored.joinpath(*(artifact_path or "").split("/"), local.name) if stored else \
             f"{root.rstrip('/')}/{artifact_path + '/' if artifact_path else ''}{local.name}"
-        with disk.room(target, local.stat().st_size, f"run {run_id}'s artifact", hint=STORE_FULL):
-            raise
+        raise disk.error(target, local.stat().st_size, error, f"run {run_id}'s artifact", STORE_FULL) from None
 
 
 def log_frame(client, run_id: str, frame, name: str) -> None:
@@ -366,9 +364,13 @@ def read_frame(client, run_id: str, name: str):
 
 def ui_address(tracking, experiment: str, run_id: str) -> str:
     """Where `mlflow ui` (or the tracking server) shows the run, on its runs table rather than the GenAI overview."""
+    return f"{_ui_base(tracking)}/#/experiments/{experiment}/runs/{run_id}?workflowType=machine_learning"
+
+
+def _ui_base(tracking) -> str:
+    """The tracking server a URI names, else where `mlflow ui` serves by default."""
     uri = tracking_uri(tracking)
-    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
-    return f"{base}/#/experiments/{experiment}/runs/{run_id}?workflowType=machine_learning"
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
 
 
 @contextlib.contextmanager
@@ -467,9 +469,7 @@ def log_figures(client, run_id: str, figures: dict, folder: str = "plots") -> No
 def table_address(tracking, experiment: str) -> str:
     """The experiment's runs table with hms's columns (the CV KL beside its baselines, backbone, input): the shared
     view `experiment_id` keeps on the experiment."""
-    uri = tracking_uri(tracking)
-    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
-    return f"{base}/#/experiments/{experiment}?viewStateShareKey={SHARED_VIEW_KEY}&workflowType=machine_learning"
+    return f"{_ui_base(tracking)}/#/experiments/{experiment}?viewStateShareKey={SHARED_VIEW_KEY}&workflowType=machine_learning"
 
 
 def view_line(tracking, experiment: str, run_id: str) -> str:

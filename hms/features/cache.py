@@ -227,9 +227,8 @@ def _create_folder(folder: Path, lay_out, meta: dict, needed: int | None = None)
             if not disk.is_full(error):
                 raise
             needed = needed or sum(p.stat().st_size for p in partial.iterdir() if p.is_file())
-            raise DiskFull(f"{folder}: no room for this cache on its filesystem ({os.strerror(error.errno)}): it needs "
-                           f"{needed:,} bytes or more, {shutil.disk_usage(folder.parent).free:,} are free there. Free some "
-                           "space or point data.cache_dir elsewhere (nothing partial is kept)") from None
+            raise DiskFull(disk.message(folder, needed, error, "this cache on its filesystem") + ". Free some space or point "
+                           "data.cache_dir elsewhere (nothing partial is kept)") from None
         try:
             partial.rename(folder)
         except OSError:  # another process put the same cache in place first: use theirs
