@@ -14,6 +14,55 @@ KAGGLE_SAMPLE = SHARED / "data" / "kaggle_sample"
 TRAIN_VOTES = SHARED / "data" / "train_votes.csv"
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def end_process_group(process, grace: float = 30) -> None:
+    """SIGTERM to the process's group, then SIGKILL if it has not ended within `grace` seconds: a busy CI
+    machine can leave an MLflow server's graceful shutdown hanging, and a test's clean-up must not fail on it."""
+    import signal
+    import subprocess
+
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+
+def mlflow_server(folder, port: int, seconds: float = 120):
+    """A real `mlflow server` on a SQLite store in `folder`, its artifacts in folder/server-artifacts; returns the
+    process once /health answers."""
+    import subprocess
+    import time
+    import urllib.request
+
+    process = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                                "--backend-store-uri", f"sqlite:///{folder}/server.db", "--artifacts-destination",
+                                str(Path(folder) / "server-artifacts"), "--workers", "1"], cwd=folder,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+            return process
+        except OSError:
+            if process.poll() is not None:
+                raise AssertionError(f"the MLflow server exited with {process.returncode}")
+            time.sleep(0.5)
+    end_process_group(process)
+    raise AssertionError(f"the MLflow server did not answer in {seconds} s")
+
+
 def run_module(*args, cwd=None, env=None):
     """Run `python -m ...` as a user would, returning the completed process."""
     import subprocess

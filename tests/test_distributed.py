@@ -2,7 +2,6 @@
 device each): it trains what one process with two devices trains, and only process 0 records."""
 
 import os
-import socket
 import subprocess
 import sys
 
@@ -11,19 +10,13 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from .helpers import run_module
+from .helpers import free_port, run_module
 
 pytestmark = pytest.mark.slow  # three JAX processes
 
 RUN = ["input=eeg1d", "backbone=eeg1d_cnn", "augmentation=signal", "input.signal.rate=20", "input.signal.high=8", "cv.folds=2",
        "cv.only=[0]", "trainer.epochs=1", "trainer.batch_size=16", "trainer.verbose=0", "tracking.system_metrics=null", "data=kaggle",
        "data.workers=1", "trainer.backend=jax", "trainer.bn_recalibrate=false"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def store_records(store):

@@ -5,8 +5,6 @@ order, in a copy of the repository, at tiny sizes, and prints what the page says
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import REPO
+from .helpers import REPO, end_process_group, free_port
 
 SETUP = re.compile(r'python3 -m venv \.venv && \. \.venv/bin/activate && pip install -e "\.\[[\w,]+\]"( && )?')
 TEST_COMMAND = "tests/with_postgres.sh python -m pytest"  # the suite itself: CI runs it, this test is inside it
@@ -119,9 +117,7 @@ def tiny(command: str, data: Path) -> str | None:
 
 def serve_ui(command: str, cwd: Path) -> str:
     """Start the page's `mlflow ui` command on a free port, fetch the runs table's address, stop it."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     process = subprocess.Popen(["bash", "-c", command.replace("--port 5000", f"--port {port}")], cwd=cwd,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
@@ -134,8 +130,7 @@ def serve_ui(command: str, cwd: Path) -> str:
                 time.sleep(1)
         raise AssertionError(f"{command} did not answer in 120 s")
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
+        end_process_group(process)
 
 
 @pytest.mark.slow  # trains: the main job, a Kaggle-layout run, a sweep, fold workers, a JAX run (all tiny)

@@ -4,57 +4,29 @@ started again on the same store (2 folds: fold 1, the last, finishes while the s
 waits in the spool and, on `resume=`, is recorded from there (same run, same OOF), not trained again."""
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
-from .helpers import tiny
+from .helpers import end_process_group, free_port, mlflow_server, tiny
 
 pytestmark = pytest.mark.slow  # a real server, a real run
 
 
-def _port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _server(folder, port):
-    process = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                                "--backend-store-uri", f"sqlite:///{folder}/server.db", "--artifacts-destination",
-                                str(folder / "artifacts"), "--workers", "1"], cwd=folder, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
-    for _ in range(240):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-            return process
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError("the MLflow server did not start")
-
-
-def _stop(process):
-    os.killpg(process.pid, signal.SIGTERM)
-    process.wait(timeout=60)
-
-
 def test_a_fold_finished_while_the_server_is_away_is_kept_and_recorded_on_resume(synthetic_root, tmp_path):
-    port = _port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
     args = [a for a in tiny(synthetic_root, tmp_path, "cv.folds=2", "trainer.epochs=2", "schedule.steps=[[0,1.0e-3]]",
                             "input=eeg1d", "backbone=eeg1d_cnn", f"tracking.uri={uri}")
             if not a.startswith(("backbone=efficientnet", "tracking.uri=sqlite"))]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
-    server = _server(tmp_path, port)
+    server = mlflow_server(tmp_path, port)
     try:
         run = subprocess.Popen([sys.executable, "-m", "hms.train", *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
@@ -65,10 +37,10 @@ def test_a_fold_finished_while_the_server_is_away_is_kept_and_recorded_on_resume
                 break
         child = seen[-1].split("MLflow run ")[1].split(")")[0].split(",")[0]
         for _ in range(600):  # fold 1's rows are recorded before it trains: stop the server once they are there
-            if list((tmp_path / "artifacts").glob(f"*/{child}/artifacts/fold_rows.parquet")):
+            if list((tmp_path / "server-artifacts").glob(f"*/{child}/artifacts/fold_rows.parquet")):
                 break
             time.sleep(0.05)
-        _stop(server)  # while fold 1 trains: its epochs, then its records, find no server
+        end_process_group(server)  # while fold 1 trains: its epochs, then its records, find no server
         rest = run.communicate(timeout=300)[0]
         said = "".join(seen) + rest
         assert run.returncode == 1, said[-3000:]
@@ -79,7 +51,7 @@ def test_a_fold_finished_while_the_server_is_away_is_kept_and_recorded_on_resume
         spooled_oof = pd.read_parquet(folders[0] / "oof_fold.parquet")
         parent_id = folders[0].parent.name
         assert f"resume={parent_id}" in rest
-        server = _server(tmp_path, port)
+        server = mlflow_server(tmp_path, port)
         done = subprocess.run([sys.executable, "-m", "hms.train", f"resume={parent_id}", f"tracking.uri={uri}"], cwd=tmp_path,
                               env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-3000:]
@@ -96,4 +68,4 @@ def test_a_fold_finished_while_the_server_is_away_is_kept_and_recorded_on_resume
         assert not list(spooled.glob("*/fold*"))  # recorded, so gone from the spool
     finally:
         if server.poll() is None:
-            _stop(server)
+            end_process_group(server)
