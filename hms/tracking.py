@@ -24,7 +24,7 @@ SHARED_VIEW_TAG = f"mlflow.sharedViewState.{SHARED_VIEW_KEY}"
 SHARED_VIEW = json.dumps({"selectedColumns": [
     "attributes.`Created`", "attributes.`Duration`", "metrics.`cv_kl`", "metrics.`prior_kl`", "metrics.`baseline_kl`",
     "metrics.`cv_kl_std`", "tags.`hms.learned`", "params.`backbone.name`", "params.`input.mix`", "params.`trainer.epochs`",
-    "metrics.`kl`", "attributes.`Dataset`"]})
+    "metrics.`kl`"]})
 
 
 def tracking_uri(tracking) -> str:
@@ -468,8 +468,9 @@ def log_figures(client, run_id: str, figures: dict, folder: str = "plots") -> No
 
 def table_address(tracking, experiment: str) -> str:
     """The experiment's runs table with hms's columns (the CV KL beside its baselines, backbone, input): the shared
-    view `experiment_id` keeps on the experiment."""
-    return f"{_ui_base(tracking)}/#/experiments/{experiment}?viewStateShareKey={SHARED_VIEW_KEY}&workflowType=machine_learning"
+    view `experiment_id` keeps on the experiment. MLflow's UI reads a shared view only on the runs route
+    (`#/experiments/<id>/runs`), not on the experiment's own address."""
+    return f"{_ui_base(tracking)}/#/experiments/{experiment}/runs?viewStateShareKey={SHARED_VIEW_KEY}&workflowType=machine_learning"
 
 
 def view_line(tracking, experiment: str, run_id: str) -> str:

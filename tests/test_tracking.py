@@ -102,3 +102,15 @@ def test_a_fresh_sqlite_store_is_copied_from_the_schema_template_of_this_mlflow_
     assert _schema(tmp_path / "third" / "mlflow.db") == _schema(tmp_path / "mlflow" / "mlflow.db")
     with sqlite3.connect(template) as db:  # replaced by this revision's
         assert db.execute("SELECT version_num FROM alembic_version").fetchone() != ("another",)
+
+
+def test_the_runs_table_address_opens_the_shared_view_on_the_runs_route():
+    """MLflow 3.17's UI reads `?viewStateShareKey=` only on the runs route, `#/experiments/<id>/runs`: on the
+    experiment's own address the table opens without hms's columns (seen in headless Chromium, tools/screenshots.py,
+    which exits when the column is missing). The address names the key of the tag hms writes, and the store's UI."""
+    from hms.tracking import SHARED_VIEW_KEY, SHARED_VIEW_TAG, table_address
+
+    assert SHARED_VIEW_TAG == f"mlflow.sharedViewState.{SHARED_VIEW_KEY}"
+    assert table_address({"uri": "sqlite:////x/mlflow.db"}, "4") == \
+        f"http://127.0.0.1:5000/#/experiments/4/runs?viewStateShareKey={SHARED_VIEW_KEY}&workflowType=machine_learning"
+    assert table_address({"uri": "http://server:5001/"}, "2").startswith("http://server:5001/#/experiments/2/runs?")

@@ -58,6 +58,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
+    from hms.tracking import table_address
+
     with tempfile.TemporaryDirectory(prefix="hms-shots-") as tmp:
         store, run_id = (args.store, args.run) if args.store else tiny_run(Path(tmp))
         from mlflow import MlflowClient
@@ -82,22 +84,31 @@ def main(argv=None) -> int:
                     time.sleep(1)
             compare = urllib.parse.quote(json.dumps([f.info.run_id for f in folds]))
             pages = {
-                "mlflow_runs.png": f"{base}/#/experiments/{experiment}?workflowType=machine_learning",
+                "mlflow_runs.png": table_address({"uri": f"sqlite:///{store.resolve()}"}, experiment).replace(
+                    "http://127.0.0.1:5000", base),  # the address a run prints: hms's shared view of the table
                 "mlflow_run.png": f"{base}/#/experiments/{experiment}/runs/{run_id}?workflowType=machine_learning",
-                "mlflow_compare.png": f"{base}/#/compare-runs?runs={compare}&experiments={urllib.parse.quote(json.dumps([experiment]))}",
+                "mlflow_compare.png": f"{base}/#/compare-runs?runs={compare}&experiments={urllib.parse.quote(json.dumps([experiment]))}"
+                                      "&workflowType=machine_learning",
             }
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=args.browser, args=CHROMIUM_FLAGS)
-                page = browser.new_page(viewport={"width": 1440, "height": 1000})
+                page = browser.new_page(viewport={"width": 1680, "height": 900})
                 for name, url in pages.items():
                     page.goto(url)
                     page.wait_for_load_state("load")
                     time.sleep(6)  # the tables and charts draw after their data arrives (the UI polls: never idle)
                     for close in page.locator("button[aria-label='Close']").all()[:1]:  # the assistant's side panel
                         _try(close.click)
-                    if name == "mlflow_runs.png":  # unfold the CV run to show its folds
-                        _try(page.get_by_text("Expand rows", exact=True).click)
+                    if name == "mlflow_runs.png":
+                        if not page.get_by_text("cv_kl", exact=True).count():
+                            sys.exit(f"{url}: the runs table has no cv_kl column: hms's shared view did not open")
+                        # unfold the CV run to show its folds: the expander beside its name
+                        _try(page.locator("button[data-component-id*='runnamecellrenderer']").first.click)
                         time.sleep(2)
+                    if name == "mlflow_compare.png":  # the folds side by side: their names, then their metrics
+                        for section in ("Visualizations", "Parameters"):
+                            _try(page.get_by_text(section, exact=True).first.click)
+                            time.sleep(1)
                     page.screenshot(path=str(args.out / name), full_page=False)
                     print(f"wrote {args.out / name} ({url})")
                 browser.close()
