@@ -48,9 +48,10 @@ def message(path, needed: int, error: OSError | None = None, what: str = "") -> 
     return text
 
 
-def error(path, needed: int, cause: OSError | None = None, what: str = "", hint: str = "") -> DiskFull:
-    """The `DiskFull` for `needed` bytes that did not fit under `path` (`cause`: the write's own error)."""
-    return DiskFull(message(path, needed, cause, what) + (f". {hint}" if hint else ""))
+def error(path, needed: int, cause: OSError | None = None, what: str = "", hint: str = "", kind=None) -> DiskFull:
+    """The `DiskFull` (or its subclass `kind`) for `needed` bytes that did not fit under `path` (`cause`: the write's
+    own error)."""
+    return (kind or DiskFull)(message(path, needed, cause, what) + (f". {hint}" if hint else ""))
 
 
 def check_room(path, needed: int, what: str = "", largest: int | None = None, hint: str = "") -> None:

@@ -227,8 +227,8 @@ def _create_folder(folder: Path, lay_out, meta: dict, needed: int | None = None)
             if not disk.is_full(error):
                 raise
             needed = needed or sum(p.stat().st_size for p in partial.iterdir() if p.is_file())
-            raise DiskFull(disk.message(folder, needed, error, "this cache on its filesystem") + ". Free some space or point "
-                           "data.cache_dir elsewhere (nothing partial is kept)") from None
+            raise disk.error(folder, needed, error, "this cache on its filesystem", "Free some space or point "
+                             "data.cache_dir elsewhere (nothing partial is kept)", kind=DiskFull) from None
         try:
             partial.rename(folder)
         except OSError:  # another process put the same cache in place first: use theirs
