@@ -70,6 +70,9 @@ def _record_epoch_class():
             self.client, self.run_id, self.history, self.fold = client, run_id, history, fold
             self.started = time.perf_counter()
 
+        def on_train_batch_end(self, batch, logs=None):
+            tracking.raise_if_preempted()  # a SIGTERM whose own raise was dropped (see there)
+
         def on_epoch_end(self, epoch, logs=None):
             logs = {k: float(v) for k, v in (logs or {}).items() if k in ("loss", "val_loss", "val_kl")}
             logs["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))

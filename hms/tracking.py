@@ -414,6 +414,17 @@ class Preempted(KeyboardInterrupt):
     """The process was sent SIGTERM (a scheduler ending or preempting the job): ends the command as Ctrl-C does."""
 
 
+_PREEMPTED: list[str] = []  # the signal's message, once SIGTERM came inside `ending_on_signals`
+
+
+def raise_if_preempted() -> None:
+    """Raise `Preempted` again if SIGTERM came: Python drops an exception raised while a garbage-collector callback
+    or a `__del__` runs (seen: JAX's `_xla_gc_callback` under a fold worker, which then trained on, SIGTERM ignored,
+    until its launcher's SIGKILL). Training calls this after every batch."""
+    if _PREEMPTED:
+        raise Preempted(_PREEMPTED[0])
+
+
 @contextlib.contextmanager
 def ending_on_signals():
     """Inside the block, SIGTERM raises `Preempted` (SIGINT raises KeyboardInterrupt, as always): every `failing` block
@@ -428,13 +439,16 @@ def ending_on_signals():
 
     def preempt(number, frame):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the way out must not be interrupted again
-        raise Preempted(f"ended by {signal.Signals(number).name}")
+        _PREEMPTED.append(f"ended by {signal.Signals(number).name}")
+        raise Preempted(_PREEMPTED[0])
 
+    _PREEMPTED.clear()
     previous = signal.signal(signal.SIGTERM, preempt)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        _PREEMPTED.clear()
 
 
 def wait_passing_signals(processes) -> list[int]:

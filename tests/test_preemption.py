@@ -130,3 +130,37 @@ def test_sigterm_to_a_sweep_worker_kills_its_runs_and_queues_its_trial_again(syn
     client, found = _all_runs(tmp_path)
     assert not [r for r in found if r.info.status == "RUNNING"]
     assert [r.info.status for r in found if r.data.tags.get("hms.run_type") == "sweep"] == ["FINISHED"]
+
+
+SWALLOWED = """
+import gc, os, signal, sys, time
+from hms.tracking import Preempted, ending_on_signals, raise_if_preempted
+
+def collecting(phase, info):  # a garbage-collector callback, as JAX registers one: a SIGTERM lands inside it
+    if phase == "start" and not collecting.sent:
+        collecting.sent = True
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)  # the handler runs here, inside the callback: Python drops what it raises
+collecting.sent = False
+
+with ending_on_signals():
+    gc.callbacks.append(collecting)
+    gc.collect()
+    gc.callbacks.remove(collecting)
+    print("after the dropped raise", flush=True)
+    try:
+        raise_if_preempted()
+    except Preempted as error:
+        print("raised again:", error)
+        sys.exit(143)
+print("not raised")
+"""
+
+
+def test_a_sigterm_whose_raise_python_drops_in_a_gc_callback_is_raised_again_at_the_next_check():
+    """The fold-worker test once failed this way: SIGTERM's `Preempted` was raised inside JAX's garbage-collector
+    callback, Python printed "Exception ignored" and dropped it, and the worker trained on with SIGTERM ignored.
+    Training checks `raise_if_preempted` after every batch (`RecordEpoch`), which raises it again."""
+    done = subprocess.run([sys.executable, "-c", SWALLOWED], capture_output=True, text=True, timeout=120)
+    assert "Exception ignored" in done.stderr and "after the dropped raise" in done.stdout, done.stdout + done.stderr
+    assert done.returncode == 143 and "raised again: ended by SIGTERM" in done.stdout, done.stdout + done.stderr
