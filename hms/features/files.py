@@ -185,7 +185,7 @@ def build_files(root, split: str, kind: str, files, options: FeatureOptions) -> 
     cache = FileCache(folder, kind)
     if all(f in cache.rows.index for f in files):
         return cache
-    with _building(folder):  # runs starting together (a sweep's workers) read each file once, not once each
+    with building(folder):  # runs starting together (a sweep's workers) read each file once, not once each
         cache = FileCache(folder, kind)
         todo = [int(f) for f in files if f not in cache.rows.index]  # bad files are read again, never trusted
         if todo:
@@ -196,17 +196,17 @@ def build_files(root, split: str, kind: str, files, options: FeatureOptions) -> 
 
 
 @contextlib.contextmanager
-def _building(folder: Path):
-    """One builder of a cache folder at a time, among the processes of this machine (an advisory lock beside the
-    parts; a lock that a file system does not support is only a lost saving: parts are keyed, so two builders
-    never make a wrong cache, only a second copy of a file's chunks)."""
+def building(folder: Path, what: str = "this cache"):
+    """One builder of what `folder` holds at a time, among the processes of this machine (an advisory lock in it;
+    a lock that a file system does not support is only a lost saving for the cache: parts are keyed, so two
+    builders never make a wrong cache, only a second copy of a file's chunks)."""
     import fcntl
 
     with open(folder / ".build.lock", "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            log.info(f"{folder}: another run is building this cache; waiting for it")
+            log.info(f"{folder}: another run is building {what}; waiting for it")
             fcntl.flock(lock, fcntl.LOCK_EX)
         except OSError:
             pass

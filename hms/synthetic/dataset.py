@@ -248,19 +248,23 @@ def read_meta(root) -> dict:
 
 def ensure_dataset(root, spec: SynthSpec = SynthSpec(), progress: bool = True) -> Path:
     """The embedded default: generate `spec` at `root` on first use, reuse it afterwards."""
+    from ..features.files import building
+
     root = Path(root)
     meta_path = root / META_DIR / "meta.json"
-    if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        if (meta.get("generator_version"), meta.get("eegs"), meta.get("patients"), meta.get("seed"), meta.get("test_eegs"),
-                meta.get("signal", 1.0), meta.get("spectrograms"), meta.get("extra_seconds", 22)) == (
-                GENERATOR_VERSION, spec.eegs, spec.patients, spec.seed, spec.n_test, spec.signal, spec.n_recordings, spec.extra_seconds):
-            return root
+    if not meta_path.is_file():  # two runs started at once on a fresh clone: one generates, the other waits for it
+        root.parent.mkdir(parents=True, exist_ok=True)
+        with building(root.parent, f"the synthetic dataset {root.name}"):
+            if not meta_path.is_file():
+                partial = root.with_name(root.name + ".partial")
+                shutil.rmtree(partial, ignore_errors=True)
+                generate(partial, spec, progress=progress)
+                if root.exists():
+                    shutil.rmtree(root)
+                partial.rename(root)
+    meta = json.loads(meta_path.read_text())
+    if (meta.get("generator_version"), meta.get("eegs"), meta.get("patients"), meta.get("seed"), meta.get("test_eegs"),
+            meta.get("signal", 1.0), meta.get("spectrograms"), meta.get("extra_seconds", 22)) != (
+            GENERATOR_VERSION, spec.eegs, spec.patients, spec.seed, spec.n_test, spec.signal, spec.n_recordings, spec.extra_seconds):
         raise FileExistsError(f"{root} holds a different synthetic dataset ({meta_path}); choose another data.root")
-    partial = root.with_name(root.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    generate(partial, spec, progress=progress)
-    if root.exists():
-        shutil.rmtree(root)
-    partial.rename(root)
     return root

@@ -147,3 +147,27 @@ def test_class_patterns_are_visible_in_the_spectrogram(tmp_path):
     delta = truth.loc[samples.eeg_id, ["p_lrda", "p_grda"]].sum(axis=1).to_numpy()
     assert np.isfinite(ratio).all()
     assert np.corrcoef(delta, ratio)[0, 1] > 0.3
+
+
+ENSURE = """
+import sys
+from hms.synthetic import SynthSpec
+from hms.synthetic.dataset import ensure_dataset
+ensure_dataset(sys.argv[1], SynthSpec(eegs=24, patients=6, seed=3, test_eegs=8), progress=False)
+print("ready")
+"""
+
+
+def test_two_processes_asking_for_the_embedded_dataset_at_once_both_get_it(tmp_path):
+    """Two runs started together on a fresh clone: before the lock, the second removed the first's half-generated
+    folder and the first died with a traceback (OSError: Cannot save file into a non-existent directory)."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "data" / "synthetic" / "small"
+    processes = [subprocess.Popen([sys.executable, "-c", ENSURE, str(root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], [err[-2000:] for _, err in outputs]
+    assert all(out.strip() == "ready" for out, _ in outputs)
+    assert len(list((root / "train_eegs").glob("*.parquet"))) == 24 and not root.with_name("small.partial").exists()
