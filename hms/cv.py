@@ -52,10 +52,33 @@ def fold_rows(data: TrainingData, batches: dict) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def _compile(model, lr: float):
+def _compile(model, lr: float, eager: bool = False):
     from .devices import optimizer_for
     from .metrics import kl_loss, kl_metric
-    model.compile(optimizer=optimizer_for(model, lr), loss=kl_loss, metrics=[kl_metric("kl")])
+    model.compile(optimizer=optimizer_for(model, lr), loss=kl_loss, metrics=[kl_metric("kl")], run_eagerly=eager)
+
+
+# Training steps in one process below which `trainer.eager=auto` runs them eagerly. Tracing the training and
+# prediction graphs costs about what the extra Python of 14-16 eager steps costs, for the 1D CNN, B0 and B2 alike
+# (both grow with the model's op count: benchmarks/eager.py); a run also validates and predicts, which adds eager
+# calls beyond its training steps, hence a little below that.
+EAGER_STEPS = 12
+
+
+def eager_for(cfg, devices, steps_per_epoch: int) -> bool:
+    """Whether a run's model runs its steps eagerly: `trainer.eager`, where auto means yes for a run whose training
+    steps in this process (folds x epochs x steps per epoch) are fewer than `EAGER_STEPS`, on TensorFlow with one
+    replica (a traced step is what spreads a batch over replicas well, and under JAX an eager step is op by op)."""
+    import keras
+
+    choice = cfg.trainer.get("eager", False)  # runs logged before the key traced
+    if choice != "auto":
+        return bool(choice)
+    if keras.backend.backend() != "tensorflow" or devices.replicas > 1:
+        return False
+    epochs = cfg.trainer.epochs + (cfg.cv.stage2_epochs if cfg.cv.stage2 else 0)
+    folds = len(cfg.cv.only) if cfg.cv.only is not None else cfg.cv.folds
+    return folds * epochs * steps_per_epoch < EAGER_STEPS
 
 
 def _record_epoch_class():
@@ -115,7 +138,8 @@ class FreshModel:
                 if drawn["unknown"]:
                     log.warning(f"backbone.init=portable: {len(drawn['unknown'])} weight(s) keep the backend's own initial "
                                 f"draw (an initializer hms does not know), e.g. {drawn['unknown'][0]}")
-            _compile(self.model, lr_at(cfg.schedule, 0, cfg.trainer.epochs * steps_per_epoch))
+            self.eager = eager_for(cfg, devices, steps_per_epoch)
+            _compile(self.model, lr_at(cfg.schedule, 0, cfg.trainer.epochs * steps_per_epoch), eager=self.eager)
             self.model.optimizer.build(self.model.trainable_variables)
         # `variables`: the weights and the layers' random seed states (dropout, stochastic depth).
         self.variables = [keras.ops.convert_to_numpy(v) for v in self.model.variables]
@@ -957,6 +981,7 @@ class _FoldTrainer:
                 client.set_tag(parent.run_id, "hms.dtypes", model_dtypes(self.fresh_model.model))
                 # What `auto` became for this run, beside the config's own params.
                 recipe = resolved_recipe(cfg.backbone, _steps_per_epoch(cfg, self.data.samples))
+                recipe["eager"] = self.fresh_model.eager
                 tracking.log_params(client, parent.run_id, {f"recipe.{k}": str(v) for k, v in recipe.items()})
             model, rows, predictions, val = train_fold(cfg, self.devices, self.data, fold, self.fresh_model, client, child_id,
                                                        self.histories.setdefault(fold, {}))

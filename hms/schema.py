@@ -58,6 +58,7 @@ class TrainerSchema:
     workers: int = field(default=2, metadata=_at_least(1, "threads"))
     verbose: Any = field(default="auto", metadata=_one_of("auto", 0, 1, 2))
     bn_recalibrate: bool = True
+    eager: Any = field(default="auto", metadata=_one_of("auto", True, False))  # run training and prediction step by step instead of tracing a graph; auto: eagerly when the run is too short for tracing to pay (TensorFlow, one replica)
     backend: Optional[str] = field(default=None, metadata=_one_of("tensorflow", "jax"))  # None: KERAS_BACKEND or tensorflow
     compile_cache: Optional[str] = "auto"  # under JAX, a folder of XLA's compiled programs reused by later runs; auto: ~/.cache/hms/xla; null: off
     distributed: DistributedSchema = field(default_factory=DistributedSchema)
