@@ -16,7 +16,7 @@ def devices(replicas: int = 1) -> Devices:
 @pytest.mark.parametrize("overrides, steps_per_epoch, eager", [
     # folds x epochs x steps per epoch, counted by hand against the threshold
     (["cv.folds=2", "trainer.epochs=1"], 2, True),                                      # 4: a test's tiny run
-    (["cv.folds=5", "trainer.epochs=6"], 15, False),                                    # 450: the embedded default's size
+    (["cv.folds=5", "trainer.epochs=6"], 31, False),                                    # 930: the embedded default (31 steps an epoch)
     (["cv.folds=2", "trainer.epochs=1"], EAGER_STEPS // 2, False),                      # exactly the threshold: traced
     (["cv.folds=2", "trainer.epochs=1"], EAGER_STEPS // 2 - 1, True),                   # one fold-step under it
     (["cv.folds=5", "trainer.epochs=1", "cv.only=[3]"], EAGER_STEPS - 1, True),         # only the folds this run trains
