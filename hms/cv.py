@@ -77,8 +77,7 @@ def eager_for(cfg, devices, steps_per_epoch: int) -> bool:
     if keras.backend.backend() != "tensorflow" or devices.replicas > 1:
         return False
     epochs = cfg.trainer.epochs + (cfg.cv.stage2_epochs if cfg.cv.stage2 else 0)
-    folds = len(cfg.cv.only) if cfg.cv.only is not None else cfg.cv.folds
-    return folds * epochs * steps_per_epoch < EAGER_STEPS
+    return len(planned_folds(cfg)) * epochs * steps_per_epoch < EAGER_STEPS
 
 
 def _record_epoch_class():
@@ -138,8 +137,8 @@ class FreshModel:
                 if drawn["unknown"]:
                     log.warning(f"backbone.init=portable: {len(drawn['unknown'])} weight(s) keep the backend's own initial "
                                 f"draw (an initializer hms does not know), e.g. {drawn['unknown'][0]}")
-            self.eager = eager_for(cfg, devices, steps_per_epoch)
-            _compile(self.model, lr_at(cfg.schedule, 0, cfg.trainer.epochs * steps_per_epoch), eager=self.eager)
+            _compile(self.model, lr_at(cfg.schedule, 0, cfg.trainer.epochs * steps_per_epoch),
+                     eager=eager_for(cfg, devices, steps_per_epoch))
             self.model.optimizer.build(self.model.trainable_variables)
         # `variables`: the weights and the layers' random seed states (dropout, stochastic depth).
         self.variables = [keras.ops.convert_to_numpy(v) for v in self.model.variables]
@@ -981,7 +980,7 @@ class _FoldTrainer:
                 client.set_tag(parent.run_id, "hms.dtypes", model_dtypes(self.fresh_model.model))
                 # What `auto` became for this run, beside the config's own params.
                 recipe = resolved_recipe(cfg.backbone, _steps_per_epoch(cfg, self.data.samples))
-                recipe["eager"] = self.fresh_model.eager
+                recipe["eager"] = self.fresh_model.model.run_eagerly
                 tracking.log_params(client, parent.run_id, {f"recipe.{k}": str(v) for k, v in recipe.items()})
             model, rows, predictions, val = train_fold(cfg, self.devices, self.data, fold, self.fresh_model, client, child_id,
                                                        self.histories.setdefault(fold, {}))
