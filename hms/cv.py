@@ -840,13 +840,12 @@ def _work(client, cfg, devices, data: TrainingData, parent: Parent, queue, worke
         errors = queue.errors()
         if errors:
             raise QueueError(f"run {parent.run_id}: {errors[0]}; continue the run with resume={parent.run_id} once it is fixed")
-        claim = queue.claim()
-        if claim is None:
-            if queue.finished():
-                return scores
-            time.sleep(min(2.0, cfg.cv.heartbeat))
-            continue
-        with queue.holding(claim):
+        with queue.next_claim() as claim:
+            if claim is None:
+                if queue.finished():
+                    return scores
+                time.sleep(min(2.0, cfg.cv.heartbeat))
+                continue
             if claim.fold == FINISH:
                 scores = _finish_from_store(client, cfg, parent, trainer.baselines)
                 continue

@@ -173,9 +173,35 @@ class FoldQueue:
             return changed.rowcount == 1
 
     @contextmanager
-    def holding(self, claim: Claim):
-        """Heartbeats for the claim while the block runs; the trial COMPLETE after it, or FAIL with the error."""
+    def next_claim(self):
+        """The next claimable step (`claim`), held (`holding`) while the block runs; None when none is claimable now.
+        An interrupt (SIGTERM, Ctrl-C) that comes while the claim is taken waits until the block holds it, so that it
+        gives the fold back at once instead of leaving it RUNNING until its heartbeat lapses; a worker told to stop
+        (a SIGTERM whose raise Python dropped) claims nothing more."""
+        from .tracking import hold_signals, raise_if_preempted, release_signals
+
+        raise_if_preempted()
+        hold_signals()
+        try:
+            claim = self.claim()
+        except BaseException:
+            release_signals()
+            raise
+        if claim is None:
+            release_signals()
+            yield None
+            return
+        with self.holding(claim, held=True):
+            yield claim
+
+    @contextmanager
+    def holding(self, claim: Claim, held: bool = False):
+        """Heartbeats for the claim while the block runs; the trial COMPLETE after it, or FAIL with the error. `held`:
+        the claim was taken under `hold_signals`, released once the block holds it (an interrupt that came meanwhile
+        is raised there, and gives the fold back)."""
         import optuna
+
+        from .tracking import release_signals
 
         stop = threading.Event()
 
@@ -187,8 +213,15 @@ class FoldQueue:
                     pass
 
         thread = threading.Thread(target=beat, name=f"heartbeat-trial{claim.number}", daemon=True)
-        thread.start()
         try:
+            thread.start()
+        except BaseException:
+            if held:
+                release_signals()
+            raise
+        try:
+            if held:
+                release_signals()
             yield
         except BaseException as error:
             stop.set()
@@ -197,6 +230,7 @@ class FoldQueue:
                 self.storage.set_trial_state_values(claim.trial_id, optuna.trial.TrialState.FAIL)
             elif isinstance(error, KeyboardInterrupt):  # SIGTERM or Ctrl-C: the fold is given back now, not after the grace
                 self.release(claim, str(error) or type(error).__name__)
+                error.released_fold = claim.fold
             raise
         else:
             stop.set()

@@ -415,21 +415,42 @@ class Preempted(KeyboardInterrupt):
 
 
 _PREEMPTED: list[str] = []  # the signal's message, once SIGTERM came inside `ending_on_signals`
+_HELD = [0]  # how deep inside `hold_signals`: an interrupt that comes there is noted and raised on release
+_INTERRUPTED: list[str] = []  # a Ctrl-C (SIGINT) that came while held
 
 
 def raise_if_preempted() -> None:
     """Raise `Preempted` again if SIGTERM came: Python drops an exception raised while a garbage-collector callback
     or a `__del__` runs (seen: JAX's `_xla_gc_callback` under a fold worker, which then trained on, SIGTERM ignored,
-    until its launcher's SIGKILL). Training calls this after every batch."""
+    until its launcher's SIGKILL). Training calls this after every batch, and a fold worker before it claims a fold."""
     if _PREEMPTED:
         raise Preempted(_PREEMPTED[0])
+
+
+def hold_signals() -> None:
+    """From now until `release_signals`, SIGTERM and Ctrl-C (inside `ending_on_signals`) are noted, not raised: for
+    steps that must not be cut between two writes (a fold worker's claim of a fold, and the block that gives it back
+    on an interrupt)."""
+    _HELD[0] += 1
+
+
+def release_signals() -> None:
+    """End a `hold_signals`; the interrupt that came meanwhile, if any, is raised here."""
+    _HELD[0] = max(0, _HELD[0] - 1)
+    if _HELD[0]:
+        return
+    if _INTERRUPTED:
+        _INTERRUPTED.clear()
+        raise KeyboardInterrupt
+    raise_if_preempted()
 
 
 @contextlib.contextmanager
 def ending_on_signals():
     """Inside the block, SIGTERM raises `Preempted` (SIGINT raises KeyboardInterrupt, as always): every `failing` block
     on the way out marks its run KILLED with the signal's name, finished folds stay recorded, and the command exits
-    with 128 + the signal's number. Outside the main thread, nothing changes."""
+    with 128 + the signal's number. Between `hold_signals` and `release_signals` either waits for the release.
+    Outside the main thread, nothing changes."""
     import signal
     import threading
 
@@ -440,15 +461,29 @@ def ending_on_signals():
     def preempt(number, frame):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the way out must not be interrupted again
         _PREEMPTED.append(f"ended by {signal.Signals(number).name}")
-        raise Preempted(_PREEMPTED[0])
+        if not _HELD[0]:
+            raise Preempted(_PREEMPTED[0])
+
+    def interrupt(number, frame):
+        if _HELD[0]:
+            _INTERRUPTED.append("SIGINT")
+            return
+        raise KeyboardInterrupt
 
     _PREEMPTED.clear()
+    _INTERRUPTED.clear()
+    _HELD[0] = 0
     previous = signal.signal(signal.SIGTERM, preempt)
+    previous_int = signal.signal(signal.SIGINT, interrupt) if signal.getsignal(signal.SIGINT) is signal.default_int_handler else None
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if previous_int is not None:
+            signal.signal(signal.SIGINT, previous_int)
         _PREEMPTED.clear()
+        _INTERRUPTED.clear()
+        _HELD[0] = 0
 
 
 def wait_passing_signals(processes) -> list[int]:

@@ -30,7 +30,7 @@ def _main(cfg: DictConfig) -> float:
     from .cv import run_cv
     from .dataset import DataError
     from .disk import DiskFull
-    from .foldqueue import QueueError
+    from .foldqueue import FINISH, QueueError
 
     from .tracking import Preempted, ending_on_signals
 
@@ -42,7 +42,11 @@ def _main(cfg: DictConfig) -> float:
         run_id = getattr(error, "run_id", None)
         how = str(error) if isinstance(error, Preempted) else "ended by SIGINT (Ctrl-C)"
         if cfg.get("join"):
-            print(f"{how}: this worker stopped; its fold is queued again for the run's other workers", file=sys.stderr)
+            fold = getattr(error, "released_fold", None)
+            given = ("it held no fold" if fold is None else
+                     "the run's finishing step is queued again for the run's other workers" if fold == FINISH else
+                     f"its fold {fold} is queued again for the run's other workers")
+            print(f"{how}: this worker stopped; {given}", file=sys.stderr)
         elif run_id:
             print(f"{how}: run {run_id} is marked KILLED; the folds it finished are kept. Continue it with "
                   f"resume={run_id}", file=sys.stderr)
