@@ -177,6 +177,7 @@ from hms.foldqueue import FoldQueue, ready
 from hms.tracking import ending_on_signals
 
 SIGNAL = signal.SIGINT if sys.argv[2] == "ctrl-c" else signal.SIGTERM
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a test runner's process may ignore it)
 
 class CutQueue(FoldQueue):
     def _take(self, trial_id):  # the signal lands just after the claim's UPDATE is committed, before the claim is held
