@@ -377,6 +377,16 @@ def launch(space_path, trials: int, storage: str | None = None, study_name: str 
         log.info(f"trial {number}: its worker died; its MLflow run is marked FAILED and its parameters are retried")
 
     def objective(trial):
+        try:
+            return trial_body(trial)
+        except KeyboardInterrupt as error:  # SIGTERM or Ctrl-C, anywhere in the trial: its parameters wait for a worker
+            trial.set_user_attr("hms.released", str(error) or "interrupted")
+            if trial.params:  # sampled (an interrupt before that leaves nothing to repeat)
+                study.enqueue_trial(trial.params, skip_if_exists=False)
+            log.info(f"trial {trial.number}: {error or 'interrupted'}; its parameters are queued again")
+            raise
+
+    def trial_body(trial):
         import keras
 
         close_dead_runs(study, client, name)
@@ -406,14 +416,9 @@ def launch(space_path, trials: int, storage: str | None = None, study_name: str 
         tags = {"hms.sweep": name, "hms.trial": str(trial.number), "mlflow.parentRunId": sweep_run}  # nested under the sweep
         tags.update({f"hms.param.{k}": v for k, v in trial.params.items()})
         try:
-            value = run_cv(cfg, tags=tags, on_fold=on_fold)
+            value = run_cv(cfg, tags=tags, on_fold=on_fold)  # interrupted, its runs end KILLED
         except Exception as error:
             trial.set_user_attr("hms.error", f"{type(error).__name__}: {error}"[:2000])  # it counts: not retried
-            raise
-        except KeyboardInterrupt as error:  # SIGTERM or Ctrl-C: its runs are KILLED; its parameters wait for a worker
-            trial.set_user_attr("hms.released", str(error) or "interrupted")
-            study.enqueue_trial(trial.params, skip_if_exists=False)
-            log.info(f"trial {trial.number}: {error or 'interrupted'}; its parameters are queued again")
             raise
         _record_baselines(trial, client)
         if len(folds) < planned:  # run_cv stopped early: the pruner said so

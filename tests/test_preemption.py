@@ -233,3 +233,42 @@ def test_an_interrupt_during_a_fold_workers_claim_gives_the_fold_back_and_a_stop
         error, why = ("Preempted", "ended by SIGTERM") if when == "sigterm" else ("KeyboardInterrupt", "KeyboardInterrupt")
         assert f"{error} released fold 0" in done.stdout, done.stdout + done.stderr
         assert states == [(-1, "WAITING", ""), (0, "FAIL", why), (0, "WAITING", ""), (1, "WAITING", "")]
+
+
+CUT_TRIAL = """
+import os, signal, sys, time
+import hms.search
+from hms.sweep import main
+
+twin = hms.search._twin
+
+def cut(study, trial):  # SIGTERM lands after the trial's parameters are sampled, before its CV run starts
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.2)
+    return twin(study, trial)
+
+hms.search._twin = cut
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_sigterm_before_a_sweep_trials_run_starts_still_queues_its_parameters_again(synthetic_root, tmp_path):
+    """A sweep worker's SIGTERM that lands inside the trial but before its CV run (here: right after its parameters
+    are sampled) ends the trial released with its parameters waiting, as one during training does; it used to end
+    FAIL unmarked, its parameters dropped (the relaunch sampled a new point instead)."""
+    import optuna
+
+    from .test_search import data_overrides, write_space
+
+    storage = f"sqlite:///{tmp_path}/study.db"
+    space = write_space(tmp_path, "cut", "cut", "{name: none}")
+    done = subprocess.run([sys.executable, "-c", CUT_TRIAL, "launch", str(space), "--storage", storage, "--trials", "2",
+                           *data_overrides(synthetic_root, tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 143, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    study = optuna.load_study(study_name="cut", storage=storage)
+    first, *rest = study.trials
+    assert first.state == optuna.trial.TrialState.FAIL and first.user_attrs.get("hms.released") == "ended by SIGTERM", first
+    assert [(t.state, t.system_attrs["fixed_params"]) for t in rest] == [(optuna.trial.TrialState.WAITING, first.params)]
+    client, found = _all_runs(tmp_path)
+    assert not [r for r in found if r.info.status == "RUNNING"]
