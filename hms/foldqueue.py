@@ -213,12 +213,7 @@ class FoldQueue:
                     pass
 
         thread = threading.Thread(target=beat, name=f"heartbeat-trial{claim.number}", daemon=True)
-        try:
-            thread.start()
-        except BaseException:
-            if held:
-                release_signals()
-            raise
+        thread.start()
         try:
             if held:
                 release_signals()

@@ -137,21 +137,31 @@ def test_sigterm_to_a_sweep_worker_kills_its_runs_and_queues_its_trial_again(syn
     assert [r.info.status for r in found if r.data.tags.get("hms.run_type") == "sweep"] == ["FINISHED"]
 
 
-SWALLOWED = """
+# Run first in each script below: a process that sends itself a signal at a chosen point.
+SIGNAL_MYSELF = """
 import gc, os, signal, sys, time
-from hms.tracking import Preempted, ending_on_signals, raise_if_preempted
 
-def collecting(phase, info):  # a garbage-collector callback, as JAX registers one: a SIGTERM lands inside it
-    if phase == "start" and not collecting.sent:
-        collecting.sent = True
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(0.2)  # the handler runs here, inside the callback: Python drops what it raises
-collecting.sent = False
+def signal_myself(number=signal.SIGTERM):
+    os.kill(os.getpid(), number)
+    time.sleep(0.2)  # the handler runs here
 
-with ending_on_signals():
+def drop_a_sigterm():
+    \"\"\"SIGTERM inside a garbage-collector callback, as JAX registers one: Python drops what its handler raises.\"\"\"
+    def collecting(phase, info):
+        if phase == "start" and not collecting.sent:
+            collecting.sent = True
+            signal_myself()
+    collecting.sent = False
     gc.callbacks.append(collecting)
     gc.collect()
     gc.callbacks.remove(collecting)
+"""
+
+SWALLOWED = SIGNAL_MYSELF + """
+from hms.tracking import Preempted, ending_on_signals, raise_if_preempted
+
+with ending_on_signals():
+    drop_a_sigterm()
     print("after the dropped raise", flush=True)
     try:
         raise_if_preempted()
@@ -171,8 +181,7 @@ def test_a_sigterm_whose_raise_python_drops_in_a_gc_callback_is_raised_again_at_
     assert done.returncode == 143 and "raised again: ended by SIGTERM" in done.stdout, done.stdout + done.stderr
 
 
-CUT_CLAIM = """
-import os, signal, sys, time
+CUT_CLAIM = SIGNAL_MYSELF + """
 from hms.foldqueue import FoldQueue, ready
 from hms.tracking import ending_on_signals
 
@@ -182,8 +191,7 @@ signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a 
 class CutQueue(FoldQueue):
     def _take(self, trial_id):  # the signal lands just after the claim's UPDATE is committed, before the claim is held
         won = super()._take(trial_id)
-        os.kill(os.getpid(), SIGNAL)
-        time.sleep(0.2)
+        signal_myself(SIGNAL)
         return won
 
 url = ready(sys.argv[1])
@@ -191,17 +199,7 @@ name = FoldQueue.create(url, "run", [0, 1], heartbeat=30).name
 queue = CutQueue.open(url, name, heartbeat=30)
 with ending_on_signals():
     if sys.argv[2] == "dropped":  # a SIGTERM whose raise Python dropped (see the gc test above), before the claim
-        import gc
-
-        def collecting(phase, info):
-            if phase == "start" and not collecting.sent:
-                collecting.sent = True
-                os.kill(os.getpid(), signal.SIGTERM)
-                time.sleep(0.2)
-        collecting.sent = False
-        gc.callbacks.append(collecting)
-        gc.collect()
-        gc.callbacks.remove(collecting)
+        drop_a_sigterm()
     try:
         with queue.next_claim() as claim:
             print("trained fold", claim.fold, flush=True)
@@ -235,16 +233,14 @@ def test_an_interrupt_during_a_fold_workers_claim_gives_the_fold_back_and_a_stop
         assert states == [(-1, "WAITING", ""), (0, "FAIL", why), (0, "WAITING", ""), (1, "WAITING", "")]
 
 
-CUT_TRIAL = """
-import os, signal, sys, time
+CUT_TRIAL = SIGNAL_MYSELF + """
 import hms.search
 from hms.sweep import main
 
 twin = hms.search._twin
 
 def cut(study, trial):  # SIGTERM lands after the trial's parameters are sampled, before its CV run starts
-    os.kill(os.getpid(), signal.SIGTERM)
-    time.sleep(0.2)
+    signal_myself()
     return twin(study, trial)
 
 hms.search._twin = cut
